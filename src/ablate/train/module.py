@@ -1,0 +1,94 @@
+"""The LightningModule that trains one stage of a VLM: loss, AdamW, cosine schedule with warmup."""
+from __future__ import annotations
+
+import math
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader
+
+from ablate.train.sampler import ResumableSampler
+
+
+def cosine_with_warmup(warmup: int, total: int):
+    """LR multiplier: linear warmup to 1, then cosine decay to 0 at `total` (LLaVA's schedule)."""
+    def f(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / max(1, warmup)
+        progress = (step - warmup) / max(1, total - warmup)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+    return f
+
+
+def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """Only what training changes: frozen weights are rebuilt from config/checkpoint, not saved again."""
+    names = {n for n, p in model.named_parameters() if p.requires_grad}
+    return {k: v.detach().cpu() for k, v in model.state_dict().items() if k in names}
+
+
+class VLMModule(L.LightningModule):
+    """Trains the parameters of `vlm` that require grad; the stage runner decides which those are."""
+
+    def __init__(self, vlm, stage: str, *, lr: float, weight_decay: float, warmup_ratio: float,
+                 total_steps: int, micro_batch_size: int, accumulate: int, seed: int,
+                 dataset, collator, num_workers: int = 0):
+        super().__init__()
+        self.vlm = vlm
+        self.stage = stage
+        self.lr, self.weight_decay, self.warmup_ratio = lr, weight_decay, warmup_ratio
+        self.total_steps, self.micro, self.accumulate = total_steps, micro_batch_size, accumulate
+        self.seed, self.dataset, self.collator, self.num_workers = seed, dataset, collator, num_workers
+        self.tokens_seen = 0
+        # Frozen weights are not in the checkpoint (see on_save_checkpoint), so loading must not be strict.
+        self.strict_loading = False
+
+    # ---- data ------------------------------------------------------------------------------------
+    def train_dataloader(self) -> DataLoader:
+        world = self.trainer.world_size
+        per_step = self.micro * world * self.accumulate
+        # global_step is restored from the checkpoint before the loader is built: skip what was consumed.
+        sampler = ResumableSampler(len(self.dataset), self.total_steps * per_step, self.seed,
+                                   start=self.trainer.global_step * per_step,
+                                   rank=self.trainer.global_rank, world_size=world)
+        return DataLoader(self.dataset, batch_size=self.micro, sampler=sampler, collate_fn=self.collator,
+                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
+                          pin_memory=torch.cuda.is_available())
+
+    # ---- step ------------------------------------------------------------------------------------
+    def training_step(self, batch, batch_idx):
+        out = self.vlm(**{k: v for k, v in batch.items() if k in _MODEL_KEYS})
+        self.tokens_seen += int(batch["attention_mask"].sum()) + int(batch.get("num_image_tokens", 0))
+        self.log(f"train/{self.stage}/loss", out.loss.detach(), prog_bar=True, on_step=True, batch_size=self.micro)
+        return out.loss
+
+    def configure_optimizers(self):
+        decay, no_decay = [], []
+        for n, p in self.vlm.named_parameters():
+            if p.requires_grad:
+                (decay if p.ndim >= 2 else no_decay).append(p)
+        groups = [{"params": decay, "weight_decay": self.weight_decay},
+                  {"params": no_decay, "weight_decay": 0.0}]
+        opt = torch.optim.AdamW([g for g in groups if g["params"]], lr=self.lr, betas=(0.9, 0.999),
+                                foreach=True)
+        warmup = int(round(self.warmup_ratio * self.total_steps))
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, cosine_with_warmup(warmup, self.total_steps))
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    # ---- checkpoints: trainable weights + RNG, so a resumed run continues bit for bit --------------
+    def on_save_checkpoint(self, checkpoint):
+        keep = {f"vlm.{k}" for k in trainable_state(self.vlm)}
+        checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in keep}
+        checkpoint["ablate_rng"] = {"torch": torch.get_rng_state(),
+                                    "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+        checkpoint["ablate_tokens_seen"] = self.tokens_seen
+
+    def on_load_checkpoint(self, checkpoint):
+        rng = checkpoint.get("ablate_rng")
+        if rng:
+            torch.set_rng_state(rng["torch"])
+            if rng.get("cuda") is not None and torch.cuda.is_available():
+                torch.cuda.set_rng_state_all(rng["cuda"])
+        self.tokens_seen = checkpoint.get("ablate_tokens_seen", 0)
+
+
+_MODEL_KEYS = ("input_ids", "attention_mask", "pixel_values", "labels", "image_features")

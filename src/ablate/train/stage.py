@@ -1,0 +1,100 @@
+"""One training stage: fit with Lightning, checkpoint for resuming, save the trained weights atomically."""
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+from omegaconf import DictConfig
+
+from ablate.train.module import VLMModule, trainable_state
+
+log = logging.getLogger(__name__)
+
+STAGE_KEYS = {"align": "stage1", "instruct": "stage2"}
+
+
+@dataclass
+class StageResult:
+    wall_s: float
+    steps: int
+    tokens_seen: int
+    final_loss: float | None
+    resumed_from_step: int
+
+
+def resolve_precision(cfg: DictConfig) -> str:
+    p = cfg.trainer.precision
+    if p != "auto":
+        return p
+    return "bf16-mixed" if _accelerator(cfg) == "gpu" else "32-true"
+
+
+def _accelerator(cfg: DictConfig) -> str:
+    acc = cfg.trainer.accelerator
+    if acc == "auto":
+        return "gpu" if torch.cuda.is_available() else "cpu"
+    return acc
+
+
+def plan_steps(cfg: DictConfig, stage: str, dataset_len: int) -> tuple[int, int]:
+    """(optimizer steps, gradient accumulation) for a stage from its global batch and length settings."""
+    s = cfg.scale[STAGE_KEYS[stage]]
+    world = int(cfg.trainer.devices) * int(cfg.trainer.num_nodes)
+    accumulate = s.batch_size // (s.micro_batch_size * world)
+    steps = s.max_steps if s.max_steps else math.ceil(dataset_len * s.max_epochs / s.batch_size)
+    return int(steps), int(accumulate)
+
+
+def _plugins(cfg: DictConfig) -> list:
+    # Submitit owns requeueing on SLURM (hydra-submitit-launcher's max_num_timeout); Lightning must not also.
+    if "SLURM_JOB_ID" in os.environ:
+        from lightning.pytorch.plugins.environments import SLURMEnvironment
+        return [SLURMEnvironment(auto_requeue=False)]
+    return []
+
+
+def run_stage(vlm, stage: str, cfg: DictConfig, dataset, collator, out_dir: Path, logger=None) -> StageResult:
+    """Train `vlm` (its requires_grad flags already set) for one stage; resume from out_dir/ckpt if present.
+
+    Writes out_dir/weights.pt (trainable weights only) last, atomically: its presence means the stage is done.
+    """
+    s = cfg.scale[STAGE_KEYS[stage]]
+    steps, accumulate = plan_steps(cfg, stage, len(dataset))
+    module = VLMModule(vlm, stage, lr=float(s.lr), weight_decay=float(s.weight_decay),
+                       warmup_ratio=float(s.warmup_ratio), total_steps=steps,
+                       micro_batch_size=int(s.micro_batch_size), accumulate=accumulate, seed=int(cfg.seed),
+                       dataset=dataset, collator=collator, num_workers=int(cfg.trainer.num_workers))
+    ckpt_dir = out_dir / "ckpt"
+    every = max(1, int(cfg.trainer.checkpoint_every_n_steps))
+    checkpoint = ModelCheckpoint(dirpath=ckpt_dir, filename="step{step}", every_n_train_steps=every,
+                                 save_top_k=0, save_last=True, auto_insert_metric_name=False)
+    trainer = L.Trainer(
+        accelerator=_accelerator(cfg), devices=cfg.trainer.devices, num_nodes=cfg.trainer.num_nodes,
+        strategy=cfg.trainer.strategy, precision=resolve_precision(cfg), max_steps=steps, max_epochs=-1,
+        accumulate_grad_batches=accumulate, gradient_clip_val=cfg.trainer.max_grad_norm or None,
+        logger=logger if logger is not None else False, callbacks=[checkpoint], plugins=_plugins(cfg),
+        enable_model_summary=False, num_sanity_val_steps=0, use_distributed_sampler=False,
+        log_every_n_steps=int(cfg.trainer.log_every_n_steps), default_root_dir=str(out_dir),
+        deterministic=bool(cfg.trainer.deterministic), limit_val_batches=0,
+    )
+    last = ckpt_dir / "last.ckpt"
+    resumed = 0
+    if last.exists():
+        resumed = int(torch.load(last, map_location="cpu", weights_only=False).get("global_step", 0))
+        log.info("%s: resuming from %s (step %d of %d)", stage, last, resumed, steps)
+    t0 = time.perf_counter()
+    trainer.fit(module, ckpt_path=str(last) if last.exists() else None)
+    wall = time.perf_counter() - t0
+    loss = trainer.callback_metrics.get(f"train/{stage}/loss")
+    if trainer.global_rank == 0:
+        from ablate.cell import atomic_save
+        atomic_save(trainable_state(vlm), out_dir / "weights.pt")
+    return StageResult(wall_s=wall, steps=int(trainer.global_step), tokens_seen=int(module.tokens_seen),
+                       final_loss=float(loss) if loss is not None else None, resumed_from_step=resumed)
