@@ -43,6 +43,11 @@ def main(cfg: DictConfig):
     from ablate.run import run_cell
 
     multirun = _is_multirun()
+    if cfg.run.plan and not multirun:  # (a multirun prints its plan in SweepCallback before launching)
+        from ablate.plan import describe, plan_cells
+
+        print(describe(plan_cells([cfg])))
+        return None
     try:
         row = run_cell(cfg)
     except Exception as e:  # noqa: BLE001 - the failed row is written; the rest of a sweep goes on
