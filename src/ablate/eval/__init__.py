@@ -1,0 +1,1 @@
+"""Evaluation: benchmark registry, answer normalisation, scoring, and answer generation."""
