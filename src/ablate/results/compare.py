@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import zlib
 from functools import lru_cache
 
 import numpy as np
@@ -103,7 +104,6 @@ def summarize(sub: pd.DataFrame, axis: str, arms: list, baseline, metrics: list[
     `sub` holds the cells of one figure (the other axes already fixed); `arms` are values of `axis`, in
     display order; Holm's correction runs over every test in this call (one figure = one family).
     """
-    rng = np.random.default_rng(rng_seed)
     notes, rows = [], []
     key = sub[axis].astype(str)
     for metric in metrics:
@@ -114,6 +114,9 @@ def summarize(sub: pd.DataFrame, axis: str, arms: list, baseline, metrics: list[
             seeds = per_arm[arm]
             if not seeds:
                 continue
+            # one generator per arm x metric, seeded by the cells: the same arm gets the same CI in every figure
+            ids = ",".join(sorted(msub.loc[key.loc[msub.index] == str(arm), "cell_id"]))
+            rng = np.random.default_rng([rng_seed, zlib.crc32(f"{metric}|{ids}".encode())])
             lo, hi, basis = _ci(seeds, alpha, n_boot, rng)
             is_base = str(arm) == str(baseline)
             if is_base:

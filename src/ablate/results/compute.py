@@ -1,0 +1,117 @@
+"""Accuracy versus compute: one point per cell setting (mean over seeds), the Pareto front marked.
+
+The front holds the settings no other setting beats on both counts (as cheap or cheaper and as good or
+better): the ones worth their compute. x is GPU hours when every cell ran on a GPU, else wall-clock hours
+(CPU runs report gpu_hours 0); train_flops can be asked for explicitly.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from .figures import figure_metrics, metric_label  # noqa: E402
+from .table import AXES  # noqa: E402
+
+X_LABELS = {"gpu_hours": "GPU hours", "wall_hours": "wall-clock hours (all stages)", "train_flops": "training FLOPs"}
+
+
+@dataclass
+class ComputeResult:
+    drawn: bool
+    message: str = ""
+    metric: str | None = None
+    x: str | None = None
+    data: pd.DataFrame = field(default_factory=pd.DataFrame)   # label, axes, n_seeds, x, y, on_front
+    files: dict = field(default_factory=dict)
+
+
+def pareto_front(x, y) -> np.ndarray:
+    """Mask of points not dominated: no other point has x' <= x and y' >= y with one of them strict."""
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    le, ge = x[None, :] <= x[:, None], y[None, :] >= y[:, None]          # [i, j]: j at least as good as i
+    strict = (x[None, :] < x[:, None]) | (y[None, :] > y[:, None])
+    return ~np.any(le & ge & strict, axis=1)
+
+
+def default_metric(table: pd.DataFrame) -> str | None:
+    """The headline metric reported by the most cells (the paper's first on ties)."""
+    if table.empty:
+        return None
+    ms = figure_metrics(table["metric"].unique())
+    if not ms:
+        return None
+    counts = table[table.metric.isin(ms)].groupby("metric")["cell_id"].nunique()
+    return max(ms, key=lambda m: (counts.get(m, 0), -ms.index(m)))
+
+
+def _x_column(cells: pd.DataFrame, x: str) -> tuple[str, pd.Series]:
+    if x == "auto":
+        gpu = cells["gpu_hours"]
+        x = "gpu_hours" if gpu.notna().all() and (gpu > 0).all() else "wall_hours"
+    if x == "wall_hours":
+        return x, cells["wall_s"] / 3600.0
+    if x not in cells:
+        raise ValueError(f"x must be auto, gpu_hours, wall_hours or train_flops, got {x!r}")
+    return x, cells[x]
+
+
+def accuracy_vs_compute(table: pd.DataFrame, metric: str | None = None, x: str = "auto",
+                        out_dir=None, name: str = "compute") -> ComputeResult:
+    """Points, front and (with out_dir) `<name>.png/.svg`; `metric` defaults to `default_metric`."""
+    metric = metric or default_metric(table)
+    if metric is None:
+        return ComputeResult(False, "not drawn: no eval/ metric in any cell")
+    sub = table[table.metric == metric].copy()
+    x, sub["x"] = _x_column(sub, x)
+    sub = sub[sub["x"].notna() & sub["value"].notna()]
+    if sub.empty:
+        return ComputeResult(False, f"not drawn: no cell has both {metric} and {x}", metric, x)
+    setting = [a for a in AXES if a != "seed" and a in sub]
+    key = sub[setting].astype(str).agg("|".join, axis=1)
+    pts = sub.groupby(key).agg(**{a: (a, "first") for a in setting}, n_seeds=("seed", "nunique"),
+                                x=("x", "mean"), y=("value", "mean")).reset_index(drop=True)
+    varying = [a for a in setting if pts[a].astype(str).nunique() > 1]
+    pts["label"] = pts[varying].astype(str).agg("/".join, axis=1) if varying else "all cells"
+    pts["on_front"] = pareto_front(pts["x"], pts["y"])
+    res = ComputeResult(True, "", metric, x, pts[["label", *setting, "n_seeds", "x", "y", "on_front"]])
+    if len(pts) < 2:
+        res.message = "only one cell setting: the front is that point"
+    if out_dir is not None:
+        res.files = _draw(res, Path(out_dir), name)
+    return res
+
+
+def _draw(res: ComputeResult, out_dir: Path, name: str) -> dict:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    d = res.data.sort_values("x")
+    fig, ax = plt.subplots(figsize=(7.5, 5.0), layout="constrained")
+    off = d[~d.on_front]
+    ax.scatter(off.x, off.y, s=28, color="0.6", label="dominated setting", zorder=2)
+    front = d[d.on_front]
+    ax.step(front.x, front.y, where="post", color="tab:red", lw=1.2, alpha=0.7, zorder=1)
+    ax.scatter(front.x, front.y, s=46, color="tab:red", label="Pareto front", zorder=3)
+    for i, (_, r) in enumerate(front.iterrows()):
+        # alternate label offsets so neighbouring front points do not print on top of each other
+        ax.annotate(r["label"], (r.x, r.y), xytext=(6, 8 if i % 2 == 0 else -12), textcoords="offset points",
+                    fontsize=8, color="tab:red")
+    if len(d) > 1 and d.x.min() > 0 and d.x.max() / d.x.min() > 30:
+        ax.set_xscale("log")
+    ax.set_xlabel(X_LABELS.get(res.x, res.x))
+    ax.set_ylabel(metric_label(res.metric).replace("\n", "/") + " (mean over seeds)")
+    ax.set_title(f"{metric_label(res.metric).replace(chr(10), '/')} vs compute: one point per setting", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.spines[["top", "right"]].set_visible(False)
+    ax.legend(loc="lower right", fontsize=8, frameon=False)
+    ax.margins(x=0.12, y=0.12)
+    files = {"png": out_dir / f"{name}.png", "svg": out_dir / f"{name}.svg"}
+    fig.savefig(files["png"], dpi=150)
+    fig.savefig(files["svg"])
+    plt.close(fig)
+    return files
