@@ -52,7 +52,11 @@ def question_core(text: str) -> str:
 
 
 def read_mme_ground_truth(gt_dir: Path) -> dict[tuple[str, str, str], str]:
-    """{(subtask, image file name, question core): "yes"/"no"} from either supported layout."""
+    """{(subtask, image file stem, question core): "yes"/"no"} from either supported layout.
+
+    Images are matched by file stem: the release layout names each answer file after its image
+    ("0001.txt" for "0001.jpg"), whatever the image's extension.
+    """
     if not gt_dir.is_dir():
         raise EvalInputError(gt_dir, "MME ground-truth directory not found")
     gold: dict[tuple[str, str, str], str] = {}
@@ -60,16 +64,14 @@ def read_mme_ground_truth(gt_dir: Path) -> dict[tuple[str, str, str], str]:
     if flat:
         for f in flat:
             for lineno, parts in _tab_lines(f, 3):
-                gold[(f.stem, parts[0], question_core(parts[1]))] = _yes_no(parts[2], f, lineno)
+                gold[(f.stem, Path(parts[0]).stem, question_core(parts[1]))] = _yes_no(parts[2], f, lineno)
         return gold
     for subtask in PERCEPTION + COGNITION:
         sub = gt_dir / subtask
         qa_dir = sub / "questions_answers_YN" if (sub / "questions_answers_YN").is_dir() else sub
         for f in sorted(qa_dir.glob("*.txt")):
-            images = [x for x in (sub / "images", sub) if x.is_dir()]
-            image = next((p.name for d in images for p in d.glob(f.stem + ".*") if p.suffix != ".txt"), f.stem)
             for lineno, parts in _tab_lines(f, 2):
-                gold[(subtask, image, question_core(parts[0]))] = _yes_no(parts[1], f, lineno)
+                gold[(subtask, f.stem, question_core(parts[0]))] = _yes_no(parts[1], f, lineno)
     if not gold:
         raise EvalInputError(gt_dir, "no MME ground truth found (neither <subtask>.txt files nor the release layout)")
     return gold
@@ -112,7 +114,7 @@ class MME(Benchmark):
             text = field_of(rec, "text", p["questions"], lineno)
             refs = None
             if gold is not None:
-                refs = gold.get((subtask, Path(image).name, question_core(text)))
+                refs = gold.get((subtask, Path(image).stem, question_core(text)))
                 if refs is None:
                     raise EvalInputError(p["questions"], f"no ground truth for {image!r}: {question_core(text)!r}", lineno)
             qid = self._key(field_of(rec, "question_id", p["questions"], lineno), text)

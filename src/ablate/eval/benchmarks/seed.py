@@ -5,6 +5,10 @@ ablate keeps that rule rather than a looser letter extraction so its numbers sta
 LLaVA-1.5's. Ground truth: SEED-Bench.json ({"questions": [{question_id, answer, data_type,
 question_type_id}], "question_type": {name: id}}). `accuracy` is over image questions (the paper's
 SEED-img); `video_accuracy` and per-type accuracies are reported when present.
+
+SEED-Bench repeats a few question ids (LLaVA's upload has two lines for "49914"). Files are paired in
+order: the k-th record carrying an id (k >= 2) becomes "<id>#<k>" in questions, ground truth and answers
+alike, and the submission writes the original id back.
 """
 from __future__ import annotations
 
@@ -13,7 +17,9 @@ from collections import defaultdict
 from pathlib import Path
 
 from ablate.eval.benchmarks.base import LLAVA_OPTION_LETTER, Benchmark, Question, field_of, mean_percent, need_refs
-from ablate.eval.records import EvalInputError, read_json, read_jsonl, write_jsonl
+from ablate.eval.records import Answer, EvalInputError, check_coverage, read_answers, read_json, read_jsonl, write_jsonl
+
+DUP_SEP = "#"
 
 
 def seed_parse(raw_output: str) -> str:
@@ -39,14 +45,14 @@ class SEED(Benchmark):
             if not isinstance(doc, dict) or not isinstance(doc.get("questions"), list):
                 raise EvalInputError(p["gt"], "expected an object with a 'questions' list (SEED-Bench.json)")
             type_names = {v: k for k, v in doc.get("question_type", {}).items()}
-            gold = {}
             for i, g in enumerate(doc["questions"]):
                 if "question_id" not in g or "answer" not in g:
                     raise EvalInputError(p["gt"], f"question #{i} lacks question_id or answer")
-                gold[str(g["question_id"])] = g
+            gold = dict(zip(self.disambiguate([str(g["question_id"]) for g in doc["questions"]]), doc["questions"]))
+        records = read_jsonl(p["questions"])
+        ids = self.disambiguate([str(field_of(r, "question_id", p["questions"], ln)) for ln, r in records])
         out = []
-        for lineno, rec in read_jsonl(p["questions"]):
-            qid = str(field_of(rec, "question_id", p["questions"], lineno))
+        for qid, (lineno, rec) in zip(ids, records):
             refs, meta = None, {}
             if gold is not None:
                 g = gold.get(qid)
@@ -58,6 +64,28 @@ class SEED(Benchmark):
             out.append(Question(qid, str(Path(p["images"]) / field_of(rec, "image", p["questions"], lineno)),
                                 self.with_suffix(field_of(rec, "text", p["questions"], lineno)), refs, meta))
         return out
+
+    @staticmethod
+    def disambiguate(ids: list[str]) -> list[str]:
+        """The k-th occurrence (k >= 2) of an id becomes "<id>#<k>"; first occurrences stay as they are."""
+        seen: dict[str, int] = defaultdict(int)
+        out = []
+        for qid in ids:
+            seen[qid] += 1
+            out.append(qid if seen[qid] == 1 else f"{qid}{DUP_SEP}{seen[qid]}")
+        return out
+
+    def read_answers(self, path, questions) -> dict[str, str]:
+        seen: dict[str, int] = defaultdict(int)
+
+        def key(record: dict) -> str:  # answers are paired with questions in file order, as in load
+            qid = str(record["question_id"])
+            seen[qid] += 1
+            return qid if seen[qid] == 1 else f"{qid}{DUP_SEP}{seen[qid]}"
+
+        answers: dict[str, Answer] = read_answers(path, key=key)
+        check_coverage(answers, [q.question_id for q in questions], path, allow_extra=self.allow_extra_answers)
+        return {k: a.text for k, a in answers.items()}
 
     def parse(self, raw_output: str) -> str:
         return seed_parse(raw_output)
@@ -86,7 +114,8 @@ class SEED(Benchmark):
 
     def write_submission(self, questions: list[Question], predictions: dict[str, str], out_path) -> Path:
         """LLaVA's upload file: one {question_id, prediction} line per question with an answer."""
-        return write_jsonl(out_path, ({"question_id": q.question_id, "prediction": predictions[q.question_id]}
+        return write_jsonl(out_path, ({"question_id": q.question_id.split(DUP_SEP)[0],
+                                       "prediction": predictions[q.question_id]}
                                       for q in questions if q.question_id in predictions))
 
 
