@@ -107,3 +107,16 @@ def test_textvqa_normalises_references_too():
     assert textvqa_accuracy("Coca-Cola", ["Coca-Cola"] * 10) == 1.0
     assert textvqa_accuracy("STOP.", ["stop"] * 2 + ["go"] * 8) == pytest.approx(0.6)
     assert textvqa_accuracy("", ["stop"] * 10) == 0.0
+
+
+@pytest.mark.parametrize("module", ["ablate.eval.normalize", "ablate.eval.benchmarks", "ablate.eval.benchmarks.vqav2",
+                                    "ablate.eval.benchmarks.textvqa", "ablate.eval.benchmarks.pope",
+                                    "ablate.eval.benchmarks.mme", "ablate.eval.benchmarks.scienceqa",
+                                    "ablate.eval.benchmarks.mmbench", "ablate.eval.benchmarks.gqa",
+                                    "ablate.eval.benchmarks.seed"])
+def test_documented_examples_hold(module):
+    import doctest
+    import importlib
+
+    result = doctest.testmod(importlib.import_module(module))
+    assert result.attempted > 0 and result.failed == 0
