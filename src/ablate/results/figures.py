@@ -69,17 +69,19 @@ class FigureResult:
 
 
 def figure_metrics(metric_names) -> list[str]:
-    """The benchmarks' headline metrics: the paper's where known, else one per benchmark by preference."""
+    """The benchmarks' headline metrics: the paper's where known (one per paper column), else one per
+    benchmark by leaf preference -- F1 for POPE-like benchmarks, as the paper reports POPE."""
     names = sorted({m for m in metric_names if m.startswith("eval/")})
-    out = [m for m in paper.PAPER_METRICS if m in names]
+    out = [m for m in (paper.find_metric(names, c) for c in paper.COLUMNS) if m]
     covered = {m.split("/")[1] for m in out}
     by_bench: dict[str, list[str]] = {}
     for m in names:
-        if m.split("/")[1] not in covered:
+        if m.split("/")[1] not in covered and m.count("/") >= 2:
             by_bench.setdefault(m.split("/")[1], []).append(m)
     for bench, ms in sorted(by_bench.items()):
         leaves = {m.split("/", 2)[2]: m for m in ms}
-        out.append(next((leaves[x] for x in _LEAF_PREFERENCE if x in leaves), ms[0]))
+        prefer = ("f1",) + _LEAF_PREFERENCE if "pope" in bench else _LEAF_PREFERENCE
+        out.append(next((leaves[x] for x in prefer if x in leaves), ms[0]))
     return out
 
 
