@@ -114,7 +114,7 @@ def _start() -> str | None:
         r = subprocess.run(["bash", str(UP)], capture_output=True, text=True, timeout=UP_TIMEOUT_S)
     except subprocess.TimeoutExpired:
         return f"scripts/slurm/up.sh took more than {UP_TIMEOUT_S} s"
-    tail = "\n".join((r.stdout + r.stderr).strip().splitlines()[-12:])
+    tail = "\n".join((r.stdout + r.stderr).strip().splitlines()[-6:])
     reasons = {2: "scripts/slurm/up.sh can't run on this machine (needs root and apt-get)",
                3: "SLURM packages are missing and apt is unreachable"}
     if r.returncode != 0:

@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,7 @@ import submitit
 from hydra import compose, initialize_config_dir
 
 from slurm_app.countdown import Countdown
-from slurm_cluster import REPO, result_within, slurm_cluster  # noqa: F401  (session fixture)
+from slurm_cluster import REPO, UP, result_within, slurm_cluster  # noqa: F401  (session fixture)
 
 APP = REPO / "tests" / "slurm_app" / "app.py"
 ABLATE_CONF = REPO / "src" / "ablate" / "conf"
@@ -30,11 +31,30 @@ def run_app(*overrides: str, timeout: int = 300) -> subprocess.CompletedProcess:
     return r
 
 
+def steps_by_run(progress: Path) -> dict[int, list[int]]:
+    """Countdown's progress file as {SLURM restart count: steps done in that run}."""
+    runs: dict[int, list[int]] = {}
+    for line in progress.read_text().splitlines():
+        restart, step = map(int, line.split())
+        runs.setdefault(restart, []).append(step)
+    return runs
+
+
 def outputs(sweep_dir: Path) -> list[dict]:
     return [json.loads(p.read_text()) for p in sorted(sweep_dir.glob("*/out.json"))]
 
 
 # ---------------------------------------------------------------- the cluster itself (submitit)
+
+@pytest.mark.slurm
+def test_up_again_is_a_quick_no_op(slurm_cluster):
+    if os.geteuid() != 0 or os.environ.get("ABLATE_SLURM_START") == "0":
+        pytest.skip("up.sh needs root, and ABLATE_SLURM_START=0 says the cluster isn't ours to touch")
+    t0 = time.monotonic()
+    r = subprocess.run(["bash", str(UP)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "already up" in r.stdout and time.monotonic() - t0 < 5, (r.stdout, r.stderr)
+
 
 @pytest.mark.slurm
 def test_submitit_job_runs_on_the_cluster(slurm_cluster, tmp_path):
@@ -61,17 +81,33 @@ def test_job_past_its_time_limit_is_requeued_and_resumes(slurm_cluster, tmp_path
     job = ex.submit(Countdown(str(progress), steps=60))
     result = result_within(job, 400)
     assert result["done"] == 60 and result["restarts"] >= 1
-    runs: dict[int, list[int]] = {}
-    for line in progress.read_text().split("\n"):
-        if line:
-            restart, step = map(int, line.split())
-            runs.setdefault(restart, []).append(step)
+    runs = steps_by_run(progress)
     assert len(runs) >= 2, f"never requeued: {sorted(runs)}"
     first, *later = sorted(runs)
     assert runs[first][0] == 1
     # The requeued run carried on from the checkpoint instead of counting from 1 again.
     assert all(runs[r][0] > 1 for r in later), {r: runs[r][:3] for r in runs}
     assert runs[later[-1]][-1] == 60
+
+
+@pytest.mark.slurm
+def test_preempted_job_is_requeued_and_resumes(slurm_cluster, tmp_path):
+    progress = tmp_path / "progress.txt"
+    # timeout_min=30: a signal this early is a preemption to submitit, so it requeues even with no
+    # timeouts allowed (max_num_timeout=0; see docs/slurm.md).
+    ex = slurm_cluster.executor(tmp_path / "submitit", max_num_timeout=0, timeout_min=30)
+    job = ex.submit(Countdown(str(progress), steps=8))
+    deadline = time.monotonic() + 60
+    while not (progress.exists() and len(progress.read_text().split()) >= 4):  # two steps done
+        assert time.monotonic() < deadline, f"job {job.job_id} made no progress (state {job.state})"
+        time.sleep(0.5)
+    # What a preempting site does: TERM (submitit only logs it), then the USR2 warning.
+    for sig in ("TERM", "USR2"):
+        subprocess.run(["scancel", f"--signal={sig}", job.job_id], check=True)
+    result = result_within(job, 120)
+    runs = steps_by_run(progress)
+    assert result == {"done": 8, "restarts": 1} and len(runs) == 2, runs
+    assert runs[1][0] > 1 and runs[1][-1] == 8, runs
 
 
 # ---------------------------------------------------------------- Hydra multiruns on the cluster
