@@ -114,3 +114,10 @@ def test_summarize_one_seed_uses_questions_and_non_mean_metric_has_no_ci(tmp_pat
     assert acc.loc["lora", "significant"]                  # 10 points on 500 questions: z ~ 3.3 at least
     loss = df[df.metric == "train/stage2/loss"].set_index("arm")
     assert loss.loc["lora", "ci_basis"] == "none" and math.isnan(loss.loc["lora", "p"])
+
+
+def test_summarize_flags_seeds_that_change_nothing(tmp_path):
+    write_arms(tmp_path, "tuning", {"full": 0.6, "lora": [0.5, 0.52, 0.51]}, n_questions=100)
+    _, notes = summarize(load_table(tmp_path), "tuning", ["full", "lora"], "full", ["eval/synth_vqa/accuracy"])
+    assert notes == ["tuning=full: all 3 seeds give eval/synth_vqa/accuracy = 0.6 exactly; "
+                     "is the seed reaching the run?"]

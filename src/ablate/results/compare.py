@@ -118,6 +118,11 @@ def summarize(sub: pd.DataFrame, axis: str, arms: list, baseline, metrics: list[
             ids = ",".join(sorted(msub.loc[key.loc[msub.index] == str(arm), "cell_id"]))
             rng = np.random.default_rng([rng_seed, zlib.crc32(f"{metric}|{ids}".encode())])
             lo, hi, basis = _ci(seeds, alpha, n_boot, rng)
+            values = [v[0] for v in seeds.values()]
+            if len(values) >= 2 and len(set(values)) == 1:
+                # a seed that changes nothing makes every seed-level test certain: worth a look, not a star
+                notes.append(f"{axis}={arm}: all {len(values)} seeds give {metric} = {values[0]:g} exactly; "
+                             "is the seed reaching the run?")
             is_base = str(arm) == str(baseline)
             if is_base:
                 diff, p, how = 0.0, math.nan, "baseline"
