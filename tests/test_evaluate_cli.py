@@ -1,4 +1,4 @@
-"""The evaluate CLI, bad-input errors and atomic writes, and the synthetic suite scored end to end."""
+"""The evaluate CLI, bad-input errors and atomic writes, the MM-Vet judge over HTTP, and the synthetic suite."""
 from __future__ import annotations
 
 import json
@@ -6,12 +6,15 @@ import os
 import re
 import subprocess
 import sys
+import threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
 import pytest
 from PIL import Image, ImageDraw
 
 from ablate.eval.benchmarks import get_benchmark
+from ablate.eval.judge import EndpointJudge, JudgeUnavailable, make_judge
 from ablate.eval.records import EvalInputError, read_answers, write_jsonl
 from ablate.eval.synthetic_suite import build_suite
 from ablate.evaluate import main
@@ -100,12 +103,13 @@ def test_synthetic_contents(synthetic_root, tmp_path):
         present = {f"{c} {s}" for c, s in SCENES[scene_of[q.question_id]][0]}
         assert (obj in present) == (q.refs == "yes")
     # popular: "red circle" (in 3 scenes) is the most frequent object, so scene 1 (without it) is asked about it
-    popular_no = [q.prompt for q in pope if q.meta["split"] == "popular" and scene_of[q.question_id] == 1 and q.refs == "no"]
-    assert popular_no == ["Is there a red circle in the image?\nAnswer the question using a single word or phrase."]
+    def negatives(split, scene):
+        return {q.prompt.split(" in the image?")[0][len("Is there a "):] for q in pope
+                if q.meta["split"] == split and scene_of[q.question_id] == scene and q.refs == "no"}
+
+    assert negatives("popular", 1) == {"red circle"}
     # adversarial: scene 0 (red circle, blue square) is asked about objects that co-occur with them elsewhere
-    adv = {q.prompt.split(" in")[0][11:] for q in pope if q.meta["split"] == "adversarial" and scene_of[q.question_id] == 0
-           and q.refs == "no"}
-    assert adv == {"blue triangle", "purple circle"}
+    assert negatives("adversarial", 0) == {"blue triangle", "purple circle"}
     mmb = get_benchmark("synth_mmb").load(tmp_path / "suite")
     groups = {}
     for q in mmb:
@@ -153,7 +157,8 @@ def test_cli_scores_the_synthetic_suite_in_a_subprocess(vqa_suite, tmp_path):
 
 def test_cli_human_output(vqa_suite, tmp_path, capsys):
     suite, answers = vqa_suite
-    assert main(["synth_vqa", "--root", str(suite), "--answers", str(write_answers(tmp_path / "a.jsonl", answers))]) == 0
+    path = write_answers(tmp_path / "a.jsonl", answers)
+    assert main(["synth_vqa", "--root", str(suite), "--answers", str(path)]) == 0
     out = capsys.readouterr().out
     assert out.startswith(f"synth_vqa: {len(answers)} questions") and "accuracy" in out and "100.00" in out
 
@@ -201,3 +206,47 @@ def test_answers_in_other_layouts(tmp_path):
     (tmp_path / "bad.json").write_text('{"v1_0": "x",\n "v1_1": }')
     with pytest.raises(EvalInputError, match=r"bad.json:2: malformed JSON"):
         read_answers(tmp_path / "bad.json")
+
+
+class _FakeChat(BaseHTTPRequestHandler):
+    replies: list[str] = []
+    seen: list[dict] = []
+
+    def do_POST(self):  # noqa: N802 (http.server's naming)
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        _FakeChat.seen.append({"auth": self.headers["Authorization"], **body})
+        out = json.dumps({"choices": [{"message": {"content": _FakeChat.replies.pop(0)}}]}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.end_headers()
+        self.wfile.write(out)
+
+    def log_message(self, *args):
+        pass
+
+
+def test_endpoint_judge_over_http_retries_until_a_grade_in_range(tmp_path, monkeypatch):
+    q = tmp_path / "q.jsonl"
+    q.write_text("".join(json.dumps({"question_id": i, "image": f"v1_{i}.png", "text": f"Q{i}?"}) + "\n"
+                         for i in range(2)))
+    gt = tmp_path / "mm-vet.json"
+    gt.write_text(json.dumps({"v1_0": {"answer": "3"}, "v1_1": {"answer": "red<AND>white"}}))
+    server = HTTPServer(("127.0.0.1", 0), _FakeChat)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        monkeypatch.setenv("TEST_JUDGE_KEY", "sk-test")
+        _FakeChat.replies[:] = ["1.0", "grade: 7", "0.4"]   # the out-of-range reply is asked again
+        judge = make_judge(endpoint={"base_url": f"http://127.0.0.1:{server.server_port}/v1", "model": "m",
+                                     "api_key_env": "TEST_JUDGE_KEY"})
+        bench = get_benchmark("mmvet", judge=judge)
+        m, _ = bench.score(bench.load(questions=q, gt=gt), {"0": "three", "1": "red"})
+        assert m["total"] == pytest.approx(70)
+        assert _FakeChat.seen[0]["auth"] == "Bearer sk-test"
+        assert "red <AND> white" in _FakeChat.seen[1]["messages"][0]["content"]
+        assert _FakeChat.seen[2]["temperature"] > _FakeChat.seen[1]["temperature"]
+    finally:
+        server.shutdown()
+        server.server_close()
+    monkeypatch.delenv("TEST_JUDGE_KEY")
+    with pytest.raises(JudgeUnavailable, match="TEST_JUDGE_KEY"):
+        EndpointJudge("http://127.0.0.1:9/v1", "m", "TEST_JUDGE_KEY")

@@ -139,10 +139,12 @@ def test_cli_reproduces_the_published_numbers(tmp_path):
     mmb = run_cli("mmbench", "--questions", ROOT / "mmbench/llava-v1.5-13b.upload.xlsx",
                   "--answers", ROOT / "mmbench/llava-v1.5-13b.upload.xlsx")
     assert round(mmb["metrics"]["accuracy"], 1) == 67.7
-    sqa = run_cli("scienceqa", "--questions", ROOT / "scienceqa/llava_test_CQM-A.json", "--answers", sqa_answers(tmp_path))
+    sqa = run_cli("scienceqa", "--questions", ROOT / "scienceqa/llava_test_CQM-A.json",
+                  "--answers", sqa_answers(tmp_path))
     assert round(sqa["metrics"]["img_accuracy"], 1) == 71.6
     mmvet = run_cli("mmvet", "--questions", ROOT / "mm-vet/llava-mm-vet.jsonl", "--answers",
-                    ROOT / "mm-vet/llava-v1.5-13b.jsonl", "--grades", ROOT / "mm-vet/llava-v1.5-13b_gpt-4-grade-1runs.json")
+                    ROOT / "mm-vet/llava-v1.5-13b.jsonl",
+                    "--grades", ROOT / "mm-vet/llava-v1.5-13b_gpt-4-grade-1runs.json")
     assert round(mmvet["metrics"]["total"], 1) == 36.1
     viz = run_cli("vizwiz", "--questions", ROOT / "vizwiz/llava_test.jsonl", "--answers",
                   ROOT / "vizwiz/llava-v1.5-13b.answers.jsonl", "--submission", tmp_path / "vizwiz.json")

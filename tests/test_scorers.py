@@ -4,8 +4,6 @@ from __future__ import annotations
 import base64
 import io
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
 from PIL import Image
@@ -17,7 +15,7 @@ from ablate.eval.benchmarks.mme import mme_parse
 from ablate.eval.benchmarks.pope import pope_parse
 from ablate.eval.benchmarks.scienceqa import sqa_parse
 from ablate.eval.benchmarks.seed import seed_parse
-from ablate.eval.judge import EndpointJudge, JudgeUnavailable, make_judge
+from ablate.eval.judge import JudgeUnavailable, make_judge
 from ablate.eval.records import EvalInputError
 
 ABCD = {"A": "cat", "B": "dog", "C": "bird", "D": "fish"}
@@ -138,8 +136,10 @@ def _b64_png():
 
 def test_mmbench_circular_eval_needs_every_rotated_copy(tmp_path):
     head = "index\tquestion\thint\tA\tB\tC\tD\tanswer\tcategory\timage\n"
-    rows = ["0\tWhat?\tA hint\tcat\tdog\tNone\t\tA\tanimals\t{img}", "1000000\tWhat?\t\tdog\tcat\t\t\tB\tanimals\t{img}",
-            "1\tWho?\t\tred\tblue\tgreen\tpink\tC\tcolours\t{img}", "1000001\tWho?\t\tblue\tgreen\tpink\tred\tB\tcolours\t{img}"]
+    rows = ["0\tWhat?\tA hint\tcat\tdog\tNone\t\tA\tanimals\t{img}",
+            "1000000\tWhat?\t\tdog\tcat\t\t\tB\tanimals\t{img}",
+            "1\tWho?\t\tred\tblue\tgreen\tpink\tC\tcolours\t{img}",
+            "1000001\tWho?\t\tblue\tgreen\tpink\tred\tB\tcolours\t{img}"]
     path = tmp_path / "mmbench_dev.tsv"
     path.write_text(head + "\n".join(r.format(img=_b64_png()) for r in rows) + "\n")
     bench = get_benchmark("mmbench")
@@ -156,11 +156,12 @@ def test_mmbench_circular_eval_needs_every_rotated_copy(tmp_path):
 
 
 def test_scienceqa_img_and_all_accuracy(tmp_path):
-    recs = [{"id": "1", "image": "1/image.png", "conversations": [
-                {"from": "human", "value": "<image>\nWhich?\nA. x\nB. y"}, {"from": "gpt", "value": "B"}]},
-            {"id": "2", "conversations": [{"from": "human", "value": "Which?\nA. x\nB. y\nC. z"}, {"from": "gpt", "value": "C"}]},
-            {"id": "3", "image": "3/image.png", "conversations": [
-                {"from": "human", "value": "Closing?\nA. See you,\nJanet\nB. Bye,\nJanet"}, {"from": "gpt", "value": "A"}]}]
+    def rec(i, question, answer, image=True):
+        convs = [{"from": "human", "value": question}, {"from": "gpt", "value": answer}]
+        return {"id": i, **({"image": f"{i}/image.png"} if image else {}), "conversations": convs}
+
+    recs = [rec("1", "<image>\nWhich?\nA. x\nB. y", "B"), rec("2", "Which?\nA. x\nB. y\nC. z", "C", image=False),
+            rec("3", "Closing?\nA. See you,\nJanet\nB. Bye,\nJanet", "A")]
     (tmp_path / "q.json").write_text(json.dumps(recs))
     bench = get_benchmark("scienceqa")
     qs = bench.load(questions=tmp_path / "q.json")
@@ -173,8 +174,8 @@ def test_scienceqa_img_and_all_accuracy(tmp_path):
 def test_vqav2_answer_types_and_submission(tmp_path):
     jsonl(tmp_path / "q.jsonl", [{"question_id": 7, "image": "a.jpg", "text": "How many?"},
                                  {"question_id": 8, "image": "b.jpg", "text": "What?"}])
-    anns = [{"question_id": 7, "answer_type": "number", "answers": [{"answer": "2", "answer_id": i} for i in range(10)]},
-            {"question_id": 8, "answer_type": "other", "answers": [{"answer": "cat", "answer_id": i} for i in range(10)]}]
+    anns = [{"question_id": qid, "answer_type": t, "answers": [{"answer": a, "answer_id": i} for i in range(10)]}
+            for qid, t, a in ((7, "number", "2"), (8, "other", "cat"))]
     (tmp_path / "ann.json").write_text(json.dumps({"annotations": anns}))
     bench = get_benchmark("vqav2")
     qs = bench.load(questions=tmp_path / "q.jsonl", gt=tmp_path / "ann.json")
@@ -204,7 +205,8 @@ def test_textvqa_tells_apart_questions_sharing_an_image_id(tmp_path):
     (tmp_path / "gt.json").write_text(json.dumps({"data": data}))
     bench = get_benchmark("textvqa")
     qs = bench.load(questions=tmp_path / "q.jsonl", gt=tmp_path / "gt.json")
-    jsonl(tmp_path / "a.jsonl", [{"question_id": "img1", "prompt": t, "text": a} for t, a in zip(texts, ["Acme", "99"])])
+    jsonl(tmp_path / "a.jsonl", [{"question_id": "img1", "prompt": t, "text": a}
+                                 for t, a in zip(texts, ["Acme", "99"])])
     m, rows = bench.score(qs, bench.read_answers(tmp_path / "a.jsonl", qs))
     assert rows[0]["score"] == 1.0 and rows[1]["score"] == pytest.approx(0.9) and m["accuracy"] == pytest.approx(95)
     jsonl(tmp_path / "bad.jsonl", [{"question_id": "img1", "text": "x"}])
@@ -213,7 +215,8 @@ def test_textvqa_tells_apart_questions_sharing_an_image_id(tmp_path):
 
 
 def test_seed_exact_letter_match_image_and_video(tmp_path):
-    jsonl(tmp_path / "q.jsonl", [{"question_id": str(i), "image": f"{i}.jpg", "text": "Q?\nA. x\nB. y"} for i in range(3)])
+    jsonl(tmp_path / "q.jsonl", [{"question_id": str(i), "image": f"{i}.jpg", "text": "Q?\nA. x\nB. y"}
+                                 for i in range(3)])
     gt = {"question_type": {"Scene Understanding": 1}, "questions": [
         {"question_id": "0", "answer": "B", "data_type": "image", "question_type_id": 1},
         {"question_id": "1", "answer": "A", "data_type": "image", "question_type_id": 1},
@@ -236,7 +239,8 @@ def test_gqa_exact_match_after_llava_conversion(tmp_path):
 
 def _mmvet_files(tmp_path):
     jsonl(tmp_path / "q.jsonl", [{"question_id": i, "image": f"v1_{i}.png", "text": f"Q{i}?"} for i in range(2)])
-    gt = {"v1_0": {"answer": "3", "capability": ["rec", "math"]}, "v1_1": {"answer": "red<AND>white", "capability": ["rec"]}}
+    gt = {"v1_0": {"answer": "3", "capability": ["rec", "math"]},
+          "v1_1": {"answer": "red<AND>white", "capability": ["rec"]}}
     (tmp_path / "mm-vet.json").write_text(json.dumps(gt))
     return tmp_path / "q.jsonl", tmp_path / "mm-vet.json"
 
@@ -253,44 +257,6 @@ def test_mmvet_from_grade_file_runs_and_capabilities(tmp_path):
         get_benchmark("mmvet").score(qs, {"0": "a", "1": "b"})
     with pytest.raises(JudgeUnavailable, match="--grades"):
         make_judge()
-
-
-class _FakeChat(BaseHTTPRequestHandler):
-    replies: list[str] = []
-    seen: list[dict] = []
-
-    def do_POST(self):  # noqa: N802 (http.server's naming)
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        _FakeChat.seen.append({"auth": self.headers["Authorization"], **body})
-        out = json.dumps({"choices": [{"message": {"content": _FakeChat.replies.pop(0)}}]}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.end_headers()
-        self.wfile.write(out)
-
-    def log_message(self, *args):
-        pass
-
-
-def test_endpoint_judge_over_http_retries_until_a_grade_in_range(tmp_path, monkeypatch):
-    q, gt = _mmvet_files(tmp_path)
-    server = HTTPServer(("127.0.0.1", 0), _FakeChat)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        monkeypatch.setenv("TEST_JUDGE_KEY", "sk-test")
-        _FakeChat.replies[:] = ["1.0", "grade: 7", "0.4"]   # the out-of-range reply is asked again
-        judge = make_judge(endpoint={"base_url": f"http://127.0.0.1:{server.server_port}/v1", "model": "m",
-                                     "api_key_env": "TEST_JUDGE_KEY"})
-        bench = get_benchmark("mmvet", judge=judge)
-        m, _ = bench.score(bench.load(questions=q, gt=gt), {"0": "three", "1": "red"})
-        assert m["total"] == pytest.approx(70)
-        assert _FakeChat.seen[0]["auth"] == "Bearer sk-test" and "red <AND> white" in _FakeChat.seen[1]["messages"][0]["content"]
-        assert _FakeChat.seen[2]["temperature"] > _FakeChat.seen[1]["temperature"]
-    finally:
-        server.shutdown()
-    monkeypatch.delenv("TEST_JUDGE_KEY")
-    with pytest.raises(JudgeUnavailable, match="TEST_JUDGE_KEY"):
-        EndpointJudge("http://127.0.0.1:9/v1", "m", "TEST_JUDGE_KEY")
 
 
 def test_seed_repeated_question_ids_pair_in_file_order(tmp_path):

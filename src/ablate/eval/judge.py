@@ -83,7 +83,8 @@ class EndpointJudge:
             raise JudgeUnavailable(None, f"MM-Vet judge: environment variable {api_key_env} (the API key) is not set")
         self.url = base_url.rstrip("/") + "/chat/completions"
         self.model, self._key = model, key
-        self.temperature, self.max_tries, self.timeout_s, self.max_tokens = temperature, max_tries, timeout_s, max_tokens
+        self.temperature, self.max_tries = temperature, max_tries
+        self.timeout_s, self.max_tokens = timeout_s, max_tokens
         self.prompt = Path(prompt_file).read_text(encoding="utf-8") if prompt_file else DEFAULT_PROMPT
 
     def grade(self, key: str, question: str, answer: str | None, prediction: str) -> list[float]:

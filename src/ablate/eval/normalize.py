@@ -14,9 +14,10 @@ Quirks of the official code are reproduced on purpose, because published numbers
   in practice a period is dropped unless a digit follows it: "1.5" keeps its period, "5." loses it;
 * the original passes `re.UNICODE` (= 32) as the *count* argument of `re.sub`, so at most 32 periods are
   removed from one answer;
-* punctuation is deleted outright when it touches a space (or the text has a digit-comma-digit group)
-  and replaced by a space otherwise, so "red,white" becomes "red white" but "red, white" becomes "red white"
-  and "1,000" becomes "1000".
+* each punctuation mark is deleted outright when it touches a space somewhere in the text (or the text
+  has a digit-comma-digit group) and replaced by a space otherwise: "red-white" becomes "red white",
+  "red - white" becomes "red  white" and "1,000" becomes "1000". The EvalAI processor removes commas before
+  this step, so there "red,white" becomes "redwhite" while the VQA script alone gives "red white".
 """
 from __future__ import annotations
 

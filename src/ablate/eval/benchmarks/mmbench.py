@@ -93,7 +93,8 @@ class MMBench(Benchmark):
                 raise EvalInputError(p["questions"], "fewer than two options (columns A, B, ...)", lineno)
             answer = None if _is_none(row.get("answer")) else str(row["answer"]).strip()
             if answer is not None and answer not in choices:
-                raise EvalInputError(p["questions"], f"answer {answer!r} is not one of the options {list(choices)}", lineno)
+                raise EvalInputError(p["questions"], f"answer {answer!r} is not one of the options {list(choices)}",
+                                     lineno)
             text = str(row["question"])
             if not _is_none(row.get("hint")):
                 text = f"{row['hint']}\n{text}"

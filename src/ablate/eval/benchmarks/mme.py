@@ -116,7 +116,8 @@ class MME(Benchmark):
             if gold is not None:
                 refs = gold.get((subtask, Path(image).stem, question_core(text)))
                 if refs is None:
-                    raise EvalInputError(p["questions"], f"no ground truth for {image!r}: {question_core(text)!r}", lineno)
+                    raise EvalInputError(p["questions"], f"no ground truth for {image!r}: {question_core(text)!r}",
+                                         lineno)
             qid = self._key(field_of(rec, "question_id", p["questions"], lineno), text)
             out.append(Question(qid, str(Path(p["images"]) / image), self.with_suffix(text), refs,
                                 {"subtask": subtask, "image": image}))

@@ -61,7 +61,8 @@ class MMVet(Benchmark):
 
     def _grades(self, parsed: str, refs: dict) -> list[float]:
         if self.judge is None:
-            raise JudgeUnavailable(None, "mmvet: no judge set (grade file or endpoint; see ablate.eval.judge)")
+            raise JudgeUnavailable(None, "mmvet: no judge set; pass a grade file (--grades, or "
+                                         "make_judge(grades=...)) or a judge endpoint (--judge-url and --judge-model)")
         runs = self.judge.grade(refs["key"], refs["question"], refs["answer"], parsed)
         if not runs or any(not 0.0 <= g <= 1.0 for g in runs):
             raise EvalInputError(None, f"mmvet: grades for {refs['key']!r} must lie in [0, 1], got {runs}")
