@@ -21,6 +21,7 @@ def test_freeze_figure_plots_the_row_means_and_marks_the_real_difference(tmp_pat
     assert d.loc["frozen_both", "significant"] and not d.loc["train_lm", "significant"]
     assert d.loc["frozen_both", "ci_low"] < 0.41 < d.loc["frozen_both", "ci_high"]
     assert r.metrics == ["eval/synth_vqa/accuracy"]                 # the loss is not a benchmark
+    assert r.marks == [("frozen_both", "eval/synth_vqa/accuracy")]  # the star drawn is the test's verdict
     assert any("train_encoder: no complete cells" in m for m in r.missing)
     for f in r.files.values():
         assert f.stat().st_size > 5000

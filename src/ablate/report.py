@@ -113,13 +113,11 @@ def _figure_section(r: figures.FigureResult, out: Path) -> list[str]:
     lines += ["<details><summary>Differences from the baseline, p-values and the tests used</summary>", ""]
     lines += _md_table(["arm", "metric", "Δ vs baseline", "p", "p (Holm)", "significant", "CI from", "test"],
                        [[t.arm, _label(t.metric), _fmt(t["diff"]), _fmt(t.p), _fmt(t.p_holm),
-                         "yes" if t.significant else "no", r.data.loc[i, "ci_basis"], t.test]
-                        for i, t in tests.iterrows()])
+                         "yes" if t.significant else "no", t.ci_basis, t.test] for _, t in tests.iterrows()])
     lines += ["", "</details>", ""]
     if r.missing:
         lines += ["Missing or left out:", ""] + [f"- {m}" for m in r.missing] + [""]
-    lines += [f"- note: {n}" for n in r.notes]
-    return lines
+    return lines + [f"- note: {n}" for n in r.notes] + ([""] if r.notes else [])
 
 
 def _compute_section(table: pd.DataFrame, out: Path, metric: str | None) -> list[str]:

@@ -66,6 +66,8 @@ class FigureResult:
     missing: list = field(default_factory=list)            # absent arms, left-out cells, absent metrics
     notes: list = field(default_factory=list)              # statistics caveats
     files: dict = field(default_factory=dict)              # {"png": Path, "svg": Path}
+    marks: list = field(default_factory=list)              # (arm, metric) pairs drawn with a '*'
+
 
 
 def figure_metrics(metric_names) -> list[str]:
@@ -153,6 +155,7 @@ def _panels(data: pd.DataFrame, metrics: list[str]) -> list[tuple[str, list[str]
 def draw(res: FigureResult, out_dir: Path) -> dict:
     """Grouped bars per panel: x = benchmarks, one colour per arm, 95% CI whiskers, '*' = significant."""
     out_dir.mkdir(parents=True, exist_ok=True)
+    res.marks = []
     panels = _panels(res.data, res.metrics)
     n_arms = len(res.arms)
     widths = [max(1.3, len(ms) * (0.2 * n_arms + 0.35)) for _, ms in panels]
@@ -161,7 +164,7 @@ def draw(res: FigureResult, out_dir: Path) -> dict:
                              layout="constrained")
     colors = plt.get_cmap("tab10").colors
     handles = []
-    for ax, (ylabel, ms) in zip(axes[0], panels):
+    for k, (ax, (ylabel, ms)) in enumerate(zip(axes[0], panels)):
         bar_w = 0.8 / n_arms
         top = 0.0
         for i, arm in enumerate(res.arms):
@@ -173,12 +176,14 @@ def draw(res: FigureResult, out_dir: Path) -> dict:
             h = ax.bar(xs, d["mean"], bar_w * 0.92, color=colors[i % 10], yerr=err, capsize=2,
                        hatch="//" if is_base else None, edgecolor="black" if is_base else "none", linewidth=0.6,
                        error_kw={"elinewidth": 0.9}, label=f"{res.axis}={arm}" + (" (baseline)" if is_base else ""))
-            handles.append(h) if len(handles) < n_arms else None
-            for x, mean, hi, sig in zip(xs, d["mean"], d["ci_high"], d["significant"]):
+            if k == 0:                      # one legend entry per arm, taken from the first panel
+                handles.append(h)
+            for x, m, mean, hi, sig in zip(xs, ms, d["mean"], d["ci_high"], d["significant"]):
                 peak = hi if pd.notna(hi) else mean
                 top = max(top, peak if pd.notna(peak) else 0.0)
-                if sig is True:
+                if pd.notna(sig) and bool(sig):
                     ax.text(x, peak, "*", ha="center", va="bottom", fontsize=12, fontweight="bold")
+                    res.marks.append((arm, m))
         ax.set_xticks(range(len(ms)))
         ax.set_xticklabels([metric_label(m) for m in ms], rotation=30 if len(ms) > 6 else 0,
                            ha="right" if len(ms) > 6 else "center", fontsize=9)
