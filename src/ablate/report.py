@@ -64,8 +64,8 @@ def _summary(c: Collection) -> list[str]:
                                              for a in c.axes if a in info and info[a].notna().any()])
         per_metric = t.groupby("metric")["cell_id"].nunique()
         out += ["", "Metrics (number of cells reporting each): " +
-                ", ".join(f"`{m}` ({n})" for m, n in per_metric.items()), ""]
-    return out
+                ", ".join(f"`{m}` ({n})" for m, n in per_metric.items())]
+    return out + [""]
 
 
 def _problems(c: Collection) -> list[str]:
@@ -76,7 +76,7 @@ def _problems(c: Collection) -> list[str]:
         out.append(f"- skipped `{p}`: {why}")
     out += [f"- {n}" for n in c.notes]
     if len(c.failed):
-        out += ["", "Failed cells:", ""]
+        out += ([""] if out[-1] else []) + ["Failed cells:", ""]
         axes = [a for a in c.axes if a in c.failed]
         out += _md_table(["cell", *axes, "error"], [[r["cell_id"], *[r[a] for a in axes], r["error"]]
                                                     for _, r in c.failed.iterrows()])

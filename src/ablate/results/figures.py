@@ -105,7 +105,7 @@ def _failed_lines(failed: pd.DataFrame | None, axis: str, held: dict, spec: Figu
     f = f[~f[axis].astype(str).isin([str(v) for v in spec.exclude])]
     if spec.include is not None:
         f = f[f[axis].astype(str).isin([str(v) for v in spec.include])]
-    return [f"{axis}={r[axis]} seed {r['seed']}: failed ({r['error']})" for _, r in f.iterrows()]
+    return [f"{axis}={r[axis]} seed {r['seed']} (cell {r['cell_id']}): failed ({r['error']})" for _, r in f.iterrows()]
 
 
 def axis_figure(table: pd.DataFrame, spec: FigureSpec, out_dir=None, baseline=None, alpha: float = 0.05,
