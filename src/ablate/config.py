@@ -77,10 +77,12 @@ def validate(cfg: DictConfig, check_data: bool = True) -> None:
             except (ValueError, FileNotFoundError, OSError) as e:
                 errors.append(str(e))
     if check_data and not errors:
-        from ablate.data import check_data_paths
+        from ablate.data import resolve_data
+        from ablate.data.synthetic import settings_from
 
         try:
-            check_data_paths(cfg)
+            # LLaVA data: every path must exist. Synthetic data: settings checked here, generated at run start.
+            resolve_data(cfg) if cfg.data.name != "synthetic" else settings_from(cfg.data)
         except (ValueError, FileNotFoundError) as e:
             errors.append(str(e))
     if errors:

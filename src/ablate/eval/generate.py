@@ -22,7 +22,7 @@ def generate_answers(vlm, tokenizer, template, requests: Sequence[Request], load
     sits at the last position; the VLM masks the padding, so a row's answer is the same in any batch."""
     vlm.eval()
     device = next(vlm.parameters()).device
-    stop_ids = template.stop_token_ids(tokenizer)
+    stop_ids = sorted({template.eot_id(tokenizer), tokenizer.eos_token_id} - {None})
     answers: dict[str, str] = {}
     # Sort by prompt length so batches carry little padding; the result is keyed by id, order-free.
     order = sorted(range(len(requests)), key=lambda i: len(requests[i].text))
@@ -33,7 +33,7 @@ def generate_answers(vlm, tokenizer, template, requests: Sequence[Request], load
         it = tqdm(batches, desc="generate", unit="batch", leave=False)
     for idx in it:
         reqs = [requests[i] for i in idx]
-        ids = [template.prompt_ids(r.text, tokenizer) for r in reqs]
+        ids = [template.encode_prompt(r.text, tokenizer, image=r.image is not None) for r in reqs]
         width = max(len(x) for x in ids)
         pad = tokenizer.pad_token_id
         input_ids = torch.full((len(ids), width), pad, dtype=torch.long)
