@@ -1,0 +1,354 @@
+"""Tests of ablate.models at tiny scale: every config combination builds, image tokens, merge, loss, generate, errors."""
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from hydra import compose as hydra_compose
+from hydra import initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from tokenizers import Tokenizer, models, pre_tokenizers
+from torch import nn
+from transformers import PreTrainedTokenizerFast
+
+from ablate.models import build as build_mod
+from ablate.models.adapt import configure_stage, param_table, tuning_errors
+from ablate.models.build import build_vlm, check_checkpoint
+from ablate.models.encoder import build_encoder, num_image_tokens, valid_resolution
+from ablate.models.registry import ENCODERS, ModelConfigError
+
+CONF = Path(__file__).resolve().parents[1] / "src" / "ablate" / "conf"
+ENCODER_NAMES = sorted(p.stem for p in (CONF / "encoder").glob("*.yaml"))
+LM_NAMES = sorted(p.stem for p in (CONF / "lm").glob("*.yaml"))
+TUNINGS = ["full", "lora"]
+FREEZES = ["frozen_both", "train_encoder", "train_lm", "train_both"]
+
+
+def hydra_context():
+    return initialize_config_dir(config_dir=str(CONF), version_base="1.3")
+
+
+def compose(*overrides: str):
+    """The real root config at scale=tiny, resolution=224, plus overrides (groups not written yet are dropped)."""
+    missing = [f"~{g}" for g in ("data", "eval") if not (CONF / g / "synthetic.yaml").exists()]
+    args = ["scale=tiny", "resolution=224", *missing, *overrides]
+    if GlobalHydra.instance().is_initialized():     # inside a caller's hydra_context(): compose only
+        return hydra_compose("config", overrides=args)
+    with hydra_context():
+        return hydra_compose("config", overrides=args)
+
+
+def make_tokenizer(padding_side: str = "right") -> PreTrainedTokenizerFast:
+    """A 44-token word-level tokenizer: <pad>=0, <eos>=1, <unk>=2, <image>=3, w0..w39 = 4..43."""
+    words = ["<pad>", "<eos>", "<unk>", "<image>"] + [f"w{i}" for i in range(40)]
+    tk = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
+    tk.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    return PreTrainedTokenizerFast(tokenizer_object=tk, pad_token="<pad>", eos_token="<eos>", unk_token="<unk>",
+                                   additional_special_tokens=["<image>"], padding_side=padding_side)
+
+
+IMG = 3
+
+
+def lora_params(module: nn.Module, suffixes, r_max: int, tiny: bool) -> int:
+    """LoRA parameters peft should add: r * (in + out) per targeted nn.Linear, r clipped at tiny scale."""
+    hits = [m for n, m in module.named_modules() if isinstance(m, nn.Linear) and n.split(".")[-1] in suffixes]
+    assert hits, f"no Linear named {suffixes}"
+    r = min(r_max, min(min(m.in_features, m.out_features) for m in hits)) if tiny else r_max
+    return sum(r * (m.in_features + m.out_features) for m in hits)
+
+
+# ---- every encoder x lm x tuning x freeze -------------------------------------------------------------------------
+@pytest.mark.parametrize("encoder", ENCODER_NAMES)
+def test_every_combination_composes_builds_and_counts(encoder):
+    tok = make_tokenizer()
+    with hydra_context():
+        _check_combinations(encoder, tok)
+
+
+def _check_combinations(encoder, tok):
+    for lm in LM_NAMES:
+        base = build_vlm(compose(f"encoder={encoder}", f"lm={lm}"), tok)
+        n = {m: sum(p.numel() for p in getattr(base, m).parameters()) for m in ("encoder", "projector", "lm")}
+        d_v, d_lm = base.encoder.hidden_size, base.lm.config.hidden_size
+        assert n["projector"] == d_v * d_lm + d_lm + d_lm * d_lm + d_lm
+        assert base.lm.get_input_embeddings().weight.shape[0] == len(tok)
+        for tuning in TUNINGS:
+            for freeze in FREEZES:
+                cfg = compose(f"encoder={encoder}", f"lm={lm}", f"tuning={tuning}", f"freeze={freeze}")
+                lora_on_frozen = tuning == "lora" and not cfg.freeze.train_lm   # tuning/lora.yaml targets the lm
+                assert bool(tuning_errors(cfg)) == lora_on_frozen, (encoder, lm, tuning, freeze)
+                vlm = copy.deepcopy(base)
+                if lora_on_frozen:
+                    with pytest.raises(ModelConfigError, match="tuning.targets='lm'"):
+                        configure_stage(vlm, "instruct", cfg)
+                    continue
+                table = param_table(configure_stage(vlm, "instruct", cfg))
+                expect_lm = n["lm"] if cfg.freeze.train_lm else 0
+                lm_frozen = n["lm"] - expect_lm
+                if tuning == "lora":
+                    expect_lm = lora_params(base.lm, cfg.lm.lora_targets, 128, tiny=True)
+                    lm_frozen = n["lm"]
+                enc_train = n["encoder"] if cfg.freeze.train_encoder else 0
+                assert table == {"encoder": {"trainable": enc_train, "frozen": n["encoder"] - enc_train},
+                                 "projector": {"trainable": n["projector"], "frozen": 0},
+                                 "lm": {"trainable": expect_lm, "frozen": lm_frozen}}, (encoder, lm, tuning, freeze)
+
+
+# ---- image tokens -------------------------------------------------------------------------------------------------
+TOKENS = {  # (encoder, resolution) -> image tokens, CLS dropped; written out, not computed
+    ("clip", 224): 256, ("clip", 336): 576, ("clip", 448): 1024,
+    ("siglip", 224): 256, ("siglip", 336): 576, ("siglip", 384): 729, ("siglip", 448): 1024,
+    ("dinov2", 224): 256, ("dinov2", 336): 576, ("dinov2", 448): 1024,
+    ("vit_in21k", 224): 196, ("vit_in21k", 336): 441, ("vit_in21k", 384): 576, ("vit_in21k", 448): 784,
+    ("open_clip", 224): 256, ("open_clip", 336): 576,
+}
+
+
+@pytest.mark.parametrize("encoder", ["clip", "siglip", "dinov2", "vit_in21k", "open_clip"])
+def test_image_tokens_at_every_supported_resolution(encoder):
+    built = None
+    for (name, res), expected in TOKENS.items():
+        if name != encoder:
+            continue
+        cfg = compose(f"encoder={encoder}", f"resolution={res}")
+        assert valid_resolution(cfg.encoder, res) == (True, "")
+        assert num_image_tokens(cfg.encoder, res) == expected
+        if built is None or encoder == "open_clip":   # transformers encoders interpolate; open_clip is built per size
+            built = build_encoder(cfg.encoder, arch_scale="tiny", weights="random", resolution=res)
+        feats = built(torch.randn(2, 3, res, res))
+        assert feats.shape == (2, expected, 64)
+
+
+def test_invalid_resolution_is_refused_with_the_fix():
+    cfg = compose("encoder=clip", "resolution=400")
+    ok, msg = valid_resolution(cfg.encoder, 400)
+    assert not ok and "392" in msg and "406" in msg and "336" in msg
+    assert valid_resolution(compose("encoder=siglip").encoder, 384) == (True, "")     # native, not a multiple
+    assert not valid_resolution(compose("encoder=clip").encoder, 384)[0]
+    with pytest.raises(ModelConfigError, match=r"resolution=400: .*multiple of 14"):
+        build_vlm(cfg, make_tokenizer())
+
+
+def test_drop_cls_false_keeps_the_cls_token():
+    cfg = compose("encoder=clip", "encoder.drop_cls=false")
+    assert num_image_tokens(cfg.encoder, 224) == 257
+    enc = build_encoder(cfg.encoder, arch_scale="tiny", weights="random", resolution=224)
+    assert enc(torch.randn(1, 3, 224, 224)).shape == (1, 257, 64)
+
+
+@pytest.mark.parametrize("encoder", ["clip", "siglip", "dinov2", "vit_in21k"])
+def test_features_are_the_feature_layer_of_the_untrimmed_model(encoder):
+    cfg = compose(f"encoder={encoder}", "encoder.tiny.num_hidden_layers=3")
+    enc = build_encoder(cfg.encoder, arch_scale="tiny", weights="random", resolution=224).eval()
+    spec = ENCODERS[cfg.encoder.family]
+    full = spec.model_cls(enc.backbone.config.__class__(**{**enc.backbone.config.to_dict(), "num_hidden_layers": 3}))
+    missing, _ = full.load_state_dict(enc.backbone.state_dict(), strict=False)
+    assert all(".2." in k or "layernorm" in k or "head" in k or "pooler" in k or "mask_token" in k for k in missing)
+    x = torch.randn(2, 3, 224, 224)
+    kw = {"interpolate_pos_encoding": True} if spec.interpolate_kwarg else {}
+    with torch.no_grad():
+        ref = full.eval()(pixel_values=x, output_hidden_states=True, **kw).hidden_states[-2][:, enc.prefix:]
+        assert torch.allclose(enc(x), ref, atol=1e-5)
+
+
+def test_open_clip_features_are_the_penultimate_block():
+    import open_clip  # noqa: F401
+    from open_clip.model import CLIPVisionCfg, _build_vision_tower
+
+    cfg = compose("encoder=open_clip")
+    enc = build_encoder(cfg.encoder, arch_scale="tiny", weights="random", resolution=224).eval()
+    full = _build_vision_tower(768, CLIPVisionCfg(width=64, layers=2, head_width=16, mlp_ratio=2.0, patch_size=14,
+                                                  image_size=224)).eval()
+    full.load_state_dict(enc.backbone.state_dict(), strict=False)
+    x = torch.randn(2, 3, 224, 224)
+    with torch.no_grad():
+        ref = full.forward_intermediates(x, indices=[0], intermediates_only=True, output_fmt="NLC")
+        assert torch.allclose(enc(x), ref["image_intermediates"][0], atol=1e-5)
+    assert len(enc.backbone.transformer.resblocks) == 1
+
+
+# ---- forward: merge, padding, loss --------------------------------------------------------------------------------
+ROWS = [[IMG, 10, 11, 12, 13, 14], [10, IMG, 11], [20, 21, 22, 23]]   # image first, image inside, text only
+
+
+def _batch(rows, side="right"):
+    T = max(map(len, rows))
+    ids = torch.zeros(len(rows), T, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for b, r in enumerate(rows):
+        sl = slice(T - len(r), T) if side == "left" else slice(0, len(r))
+        ids[b, sl], mask[b, sl] = torch.tensor(r), 1
+    labels = ids.masked_fill((mask == 0) | (ids == IMG), -100)
+    return ids, mask, labels
+
+
+@pytest.fixture(scope="module")
+def vlm():
+    torch.manual_seed(0)
+    return build_vlm(compose("encoder=siglip", "lm=phi2", "lm.tiny.num_hidden_layers=1"), make_tokenizer()).eval()
+
+
+def test_forward_mixed_lengths_and_text_only(vlm):
+    L = num_image_tokens(compose("encoder=siglip").encoder, 224)
+    ids, mask, labels = _batch(ROWS)
+    px = torch.randn(2, 3, 224, 224)
+    out = vlm(ids, mask, px, labels=labels)
+    assert out.logits.shape == (3, L + 5, len(make_tokenizer()))
+    assert out.attention_mask.sum(1).tolist() == [L + 5, L + 2, 4]
+    assert (out.labels[0, :L] == -100).all() and out.labels[0, L:].tolist() == [10, 11, 12, 13, 14]
+    assert out.labels[1, :L + 2].tolist() == [10] + [-100] * L + [11]
+    # each row alone gives the same logits on its real positions: padding and batching change nothing
+    for b, row in enumerate(ROWS):
+        i1, m1, _ = _batch([row])
+        one = vlm(i1, m1, px[[0 if b == 0 else 1]] if IMG in row else None).logits[0]
+        assert torch.allclose(out.logits[b, : one.shape[0]], one, atol=1e-4)
+    # the loss is the shifted cross-entropy over labelled positions
+    ref = F.cross_entropy(out.logits[:, :-1].reshape(-1, out.logits.shape[-1]), out.labels[:, 1:].reshape(-1))
+    assert torch.allclose(out.loss, ref, atol=1e-6)
+    # left padding in, left padding out: same loss; one image slot per row (zeros for the text row): same logits
+    vlm.padding_side = "left"
+    try:
+        li, lm_, ll = _batch(ROWS, side="left")
+        assert torch.allclose(vlm(li, lm_, px, labels=ll).loss, out.loss, atol=1e-5)
+    finally:
+        vlm.padding_side = "right"
+    per_row = torch.cat([px, torch.zeros(1, 3, 224, 224)])
+    assert torch.allclose(vlm(ids, mask, per_row).logits, out.logits, atol=1e-6)
+    # precomputed encoder features (a feature cache) give the same result as pixels
+    feats = vlm.encode_images(px)
+    assert feats.shape == (2, L, vlm.encoder.hidden_size)
+    assert torch.allclose(vlm(ids, mask, image_features=feats, labels=labels).loss, out.loss, atol=1e-6)
+
+
+def test_forward_backward_reaches_the_projector(vlm):
+    ids, mask, labels = _batch(ROWS)
+    v = copy.deepcopy(vlm).train()
+    configure_stage(v, "align", compose())
+    v(ids, mask, torch.randn(2, 3, 224, 224), labels=labels).loss.backward()
+    assert v.projector.fc1.weight.grad.abs().sum() > 0
+    assert all(p.grad is None for p in v.lm.parameters())
+
+
+def test_image_count_mismatch_is_an_error(vlm):
+    ids, mask, _ = _batch(ROWS)
+    with pytest.raises(ValueError, match="4 images for 2 <image> placeholders"):
+        vlm(ids, mask, torch.randn(4, 3, 224, 224))
+    with pytest.raises(ValueError, match="neither pixel_values nor image_features"):
+        vlm(ids, mask)
+
+
+# ---- generate ------------------------------------------------------------------------------------------------------
+PROMPTS = [[IMG, 10, 11, 12, 13, 14, 15], [10, IMG, 11], [20, 21], [IMG, 30, 31, 32, 33]]
+
+
+def _cut(seq, eos=1):
+    seq = seq.tolist()
+    return seq[: seq.index(eos) + 1] if eos in seq else seq
+
+
+@pytest.mark.parametrize("lm", ["phi2", "qwen15_1_8b", "pythia_1_4b", "stablelm_1_6b"])
+def test_generate_does_not_depend_on_batch_size(lm):
+    torch.manual_seed(1)
+    v = build_vlm(compose("encoder=clip", f"lm={lm}"), make_tokenizer(padding_side="left")).eval()
+    px = torch.randn(3, 3, 224, 224)
+    img_of = {0: 0, 1: 1, 3: 2}
+    ids, mask, _ = _batch(PROMPTS, side="left")
+    batched = v.generate(ids, mask, px, max_new_tokens=8)
+    for b, row in enumerate(PROMPTS):
+        i1, m1, _ = _batch([row])
+        single = v.generate(i1, m1, px[[img_of[b]]] if b in img_of else None, max_new_tokens=8)[0]
+        assert _cut(batched[b]) == _cut(single), (lm, b)
+        assert len(_cut(single)) > 0
+    # the KV-cache result equals greedy decoding by full forward passes
+    i1, m1, _ = _batch([PROMPTS[0]])
+    seq = i1
+    for _ in range(4):
+        nxt = v(seq, torch.ones_like(seq), px[[0]]).logits[:, -1].argmax(-1, keepdim=True)
+        seq = torch.cat([seq, nxt], dim=1)
+    assert seq[0, i1.shape[1]:].tolist() == v.generate(i1, m1, px[[0]], max_new_tokens=4)[0].tolist()[:4]
+
+
+# ---- configuration errors ------------------------------------------------------------------------------------------
+@pytest.fixture
+def offline(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    build_mod._hub_unreachable.cache_clear()
+    yield
+    build_mod._hub_unreachable.cache_clear()
+
+
+def test_missing_checkpoint_is_a_clear_error(offline, tmp_path):
+    with pytest.raises(ModelConfigError) as e:
+        check_checkpoint("lm", "nobody/no-such-model")
+    msg = str(e.value)
+    assert "lm.checkpoint='nobody/no-such-model'" in msg and "HF_HUB_OFFLINE=1" in msg and "scale=tiny" in msg
+    with pytest.raises(ModelConfigError, match="encoder.checkpoint=.*no config.json"):
+        check_checkpoint("encoder", str(tmp_path))
+    with pytest.raises(ModelConfigError, match="lm.checkpoint=None: no checkpoint is set"):
+        check_checkpoint("lm", compose("lm=phi2_safe_rlhf").lm.checkpoint)
+    with pytest.raises(ModelConfigError, match="encoder.pretrained='nope': .*valid tags: openai"):
+        check_checkpoint("encoder", "open_clip:ViT-L-14-336:nope")
+    cfg = compose("scale=paper", "encoder=clip", "encoder.checkpoint=nobody/no-clip")
+    with pytest.raises(ModelConfigError, match="encoder.checkpoint='nobody/no-clip'"):
+        build_vlm(cfg, make_tokenizer())
+
+
+def test_pretrained_loads_local_checkpoints(tmp_path):
+    """scale=paper with local checkpoint dirs: from_pretrained path, head/mask-token overrides, trimming."""
+    tok = make_tokenizer()
+    for enc, lm in [("clip", "phi2"), ("siglip", "qwen15_1_8b"), ("dinov2", "pythia_1_4b"),
+                    ("vit_in21k", "stablelm_1_6b")]:
+        spec = ENCODERS[compose(f"encoder={enc}").encoder.family]
+        src = build_vlm(compose(f"encoder={enc}", f"lm={lm}"), tok)
+        arch = {**src.encoder.backbone.config.to_dict(), "num_hidden_layers": 2}
+        arch.pop("vision_use_head", None), arch.pop("use_mask_token", None)   # as published: with head, mask token
+        full_enc = spec.model_cls(spec.config_cls(**arch))
+        full_enc.save_pretrained(tmp_path / enc)
+        src.lm.save_pretrained(tmp_path / lm)
+        cfg = compose("scale=paper", f"encoder={enc}", f"lm={lm}", f"encoder.checkpoint={tmp_path / enc}",
+                      f"lm.checkpoint={tmp_path / lm}")
+        v = build_vlm(cfg, tok)
+        assert v.encoder.backbone.config.num_hidden_layers == 1
+        assert not any(k.startswith(("vision_model.head", "pooler")) or "mask_token" in k
+                       for k in v.encoder.backbone.state_dict())
+        for k, p in v.lm.state_dict().items():
+            assert torch.equal(p, src.lm.state_dict()[k]), k
+        emb = full_enc.state_dict()
+        for k, p in v.encoder.backbone.state_dict().items():
+            assert torch.equal(p, emb[k]), (enc, k)
+        L = 196 if enc == "vit_in21k" else 256
+        assert v(torch.tensor([[IMG, 5]]), None, torch.randn(1, 3, 224, 224)).logits.shape[1] == L + 1
+
+
+def test_config_mistakes_are_named():
+    tok = make_tokenizer()
+    with pytest.raises(ModelConfigError, match=r"\['num_layers'\].*PhiConfig"):
+        build_vlm(compose("+lm.tiny.num_layers=2"), tok)
+    with pytest.raises(ModelConfigError, match="encoder.feature_layer=-5"):
+        build_vlm(compose("encoder.feature_layer=-5"), tok)
+    with pytest.raises(ModelConfigError, match="scale.arch='tiny' with scale.weights='pretrained'"):
+        build_vlm(compose("scale.weights=pretrained"), tok)
+    with pytest.raises(ModelConfigError, match="lm.family='llama'"):
+        build_vlm(compose("lm.family=llama"), tok)
+    bare = PreTrainedTokenizerFast(tokenizer_object=Tokenizer(models.WordLevel({"<unk>": 0, "a": 1}, "<unk>")),
+                                   unk_token="<unk>", eos_token="a")
+    with pytest.raises(ModelConfigError, match="no <image> token"):
+        build_vlm(compose(), bare)
+
+
+def test_gradient_checkpointing_gives_the_same_gradients():
+    tok = make_tokenizer()
+    ids, mask, labels = _batch(ROWS)
+    px = torch.randn(2, 3, 224, 224)
+    grads = []
+    for ckpt in ("false", "true"):
+        torch.manual_seed(0)
+        v = build_vlm(compose("encoder=clip", "lm=qwen15_1_8b", f"trainer.gradient_checkpointing={ckpt}"), tok)
+        v.train()
+        v(ids, mask, px, labels=labels).loss.backward()
+        grads.append(torch.cat([p.grad.flatten() for p in v.parameters() if p.grad is not None]))
+    assert torch.allclose(grads[0], grads[1], atol=1e-5)
