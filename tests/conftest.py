@@ -37,3 +37,19 @@ def compose(overrides: list[str] | None = None, root: Path | None = None):
 @pytest.fixture
 def results_root(tmp_path) -> Path:
     return tmp_path / "runs"
+
+
+@pytest.fixture(scope="session")
+def data_root(tmp_path_factory) -> Path:
+    """One synthetic dataset for the whole session (generation is deterministic, so sharing is safe)."""
+    return tmp_path_factory.mktemp("data")
+
+
+SMALL_DATA = ["data.num_train=64", "data.num_eval=8"]
+
+
+def ablate_cmd(*overrides: str) -> list[str]:
+    """`python -m ablate` with the venv's interpreter, as a user types it."""
+    import sys
+
+    return [sys.executable, "-m", "ablate", *overrides]

@@ -66,6 +66,10 @@ def validate(cfg: DictConfig, check_data: bool = True) -> None:
                            "valid: auto, 32-true, bf16-mixed, 16-mixed, bf16-true"))
     if cfg.trainer.strategy not in ("auto", "ddp", "fsdp", "ddp_spawn"):
         errors.append(_err("trainer.strategy", cfg.trainer.strategy, "valid: auto, ddp, fsdp, ddp_spawn"))
+    synth = [b for b in cfg.eval.benchmarks if str(b).startswith("synth_")]
+    if synth and cfg.data.name != "synthetic":
+        errors.append(_err("eval", cfg.eval.name, f"benchmarks {synth} are built from the synthetic data, but "
+                           f"data={cfg.data.name}; use eval=paper (with eval.root) or eval=none"))
     try:
         validate_tuning(cfg)
     except ValueError as e:

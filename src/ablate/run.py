@@ -63,6 +63,10 @@ def run_cell(cfg: DictConfig) -> dict:
             C.atomic_write_text(cdir / "error.txt", traceback.format_exc())
             C.write_json(cdir / "result.json", row)
         raise
+    finally:
+        if is_rank_zero():  # W&B: the row's metrics into the run summary, then wandb.finish() before the next cell
+            from ablate.train.logging import finish_logging
+            finish_logging(cfg, row)
     return row
 
 
@@ -98,8 +102,10 @@ def _compute(cfg: DictConfig, cdir: Path, row: dict) -> None:
             C.write_json(s1 / "stage1.json", {"stage1_id": s1.name, "identity": C.stage1_identity(cfg)})
             ds = _dataset(cfg, data["align_json"], data["image_folder"], tokenizer, get_template("plain"), "align")
             res = run_stage(vlm, "align", cfg, ds, _collator(tokenizer), s1, make_logger(cfg, s1, "align"))
-            C.write_json(s1 / "result.json", {"wall_s": res.wall_s, "steps": res.steps,
-                                              "tokens_seen": res.tokens_seen, "final_loss": res.final_loss})
+            C.write_json(s1 / "result.json", {
+                "wall_s": res.wall_s, "steps": res.steps, "tokens_seen": res.tokens_seen,
+                "images_seen": res.images_seen, "final_loss": res.final_loss,
+                "train_flops": train_flops(vlm, res.tokens_seen, res.images_seen, cfg)})
     s1_result = C.read_json(s1 / "result.json")
     vlm.load_state_dict(torch.load(s1 / "weights.pt", map_location="cpu"), strict=False)
     compute["stage1_shared"] = shared
@@ -107,7 +113,7 @@ def _compute(cfg: DictConfig, cdir: Path, row: dict) -> None:
     row["metrics"]["train/stage1/loss"] = s1_result["final_loss"]
     if not shared:
         compute["tokens_seen"] += s1_result["tokens_seen"]
-        compute["train_flops"] += train_flops(vlm, s1_result["tokens_seen"], stage="align", cfg=cfg)
+        compute["train_flops"] += s1_result["train_flops"]
 
     # ---- stage 2: instruct (freeze pattern, full or LoRA) -----------------------------------------------
     # Re-seed: stage 2 (LoRA init, dropout) must not depend on whether stage 1 ran here or was reused.
@@ -121,7 +127,7 @@ def _compute(cfg: DictConfig, cdir: Path, row: dict) -> None:
     compute["wall_s"]["stage2"] = res.wall_s
     compute["resumed_from_step"] = res.resumed_from_step
     compute["tokens_seen"] += res.tokens_seen
-    compute["train_flops"] += train_flops(vlm, res.tokens_seen, stage="instruct", cfg=cfg)
+    compute["train_flops"] += train_flops(vlm, res.tokens_seen, res.images_seen, cfg)
     row["metrics"]["train/stage2/loss"] = res.final_loss
     if not is_rank_zero():
         return

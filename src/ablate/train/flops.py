@@ -1,18 +1,16 @@
-"""An estimate of training FLOPs from parameter counts and tokens (the 2N forward / 4N backward rule)."""
+"""An estimate of training FLOPs from parameter counts and positions (the 2N forward / 4N backward rule)."""
 from __future__ import annotations
 
 
-def train_flops(vlm, lm_tokens: int, stage: str, cfg) -> float:
+def train_flops(vlm, lm_tokens: int, images: int, cfg) -> float:
     """FLOPs of one stage: forward 2*N per position; backward 2*N for activation grads through every module
-    above the lowest trainable one, plus 2*N_trainable for weight grads.
+    above the lowest trainable one, plus 2*N_trainable for weight grads. Attention's L^2 term is left out.
 
-    Encoder positions are images x image tokens; LM positions are the tokens the LM saw (text + image).
+    Encoder and projector positions are images x image tokens; LM positions are the tokens the LM saw.
     """
     from ablate.models.encoder import num_image_tokens
 
     l_img = num_image_tokens(cfg.encoder, int(cfg.resolution))
-    # Image tokens are counted in lm_tokens; the number of images is about lm_tokens' share of image tokens.
-    images = max(1, lm_tokens // max(1, l_img + 48))
     positions = {"encoder": images * l_img, "projector": images * l_img, "lm": lm_tokens}
     order = ["encoder", "projector", "lm"]
     n = {m: sum(p.numel() for p in getattr(vlm, m).parameters()) for m in order}

@@ -31,14 +31,16 @@ class VLMModule(L.LightningModule):
 
     def __init__(self, vlm, stage: str, *, lr: float, weight_decay: float, warmup_ratio: float,
                  total_steps: int, micro_batch_size: int, accumulate: int, seed: int,
-                 dataset, collator, num_workers: int = 0):
+                 dataset, collator, num_workers: int = 0, image_tokens: int = 1):
         super().__init__()
         self.vlm = vlm
         self.stage = stage
         self.lr, self.weight_decay, self.warmup_ratio = lr, weight_decay, warmup_ratio
         self.total_steps, self.micro, self.accumulate = total_steps, micro_batch_size, accumulate
         self.seed, self.dataset, self.collator, self.num_workers = seed, dataset, collator, num_workers
-        self.tokens_seen = 0
+        self.image_tokens = image_tokens
+        self.tokens_seen = 0   # LM positions trained on: text tokens + image tokens
+        self.images_seen = 0
         # Frozen weights are not in the checkpoint (see on_save_checkpoint), so loading must not be strict.
         self.strict_loading = False
 
@@ -57,7 +59,10 @@ class VLMModule(L.LightningModule):
     # ---- step ------------------------------------------------------------------------------------
     def training_step(self, batch, batch_idx):
         out = self.vlm(**{k: v for k, v in batch.items() if k in _MODEL_KEYS})
-        self.tokens_seen += int(batch["attention_mask"].sum()) + int(batch.get("num_image_tokens", 0))
+        n_img = int(batch["has_image"].sum()) if "has_image" in batch else 0
+        self.images_seen += n_img
+        # the <image> placeholder becomes L_img positions in the LM
+        self.tokens_seen += int(batch["attention_mask"].sum()) + n_img * (self.image_tokens - 1)
         self.log(f"train/{self.stage}/loss", out.loss.detach(), prog_bar=True, on_step=True, batch_size=self.micro)
         return out.loss
 
@@ -81,6 +86,7 @@ class VLMModule(L.LightningModule):
         checkpoint["ablate_rng"] = {"torch": torch.get_rng_state(),
                                     "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
         checkpoint["ablate_tokens_seen"] = self.tokens_seen
+        checkpoint["ablate_images_seen"] = self.images_seen
 
     def on_load_checkpoint(self, checkpoint):
         rng = checkpoint.get("ablate_rng")
@@ -89,6 +95,7 @@ class VLMModule(L.LightningModule):
             if rng.get("cuda") is not None and torch.cuda.is_available():
                 torch.cuda.set_rng_state_all(rng["cuda"])
         self.tokens_seen = checkpoint.get("ablate_tokens_seen", 0)
+        self.images_seen = checkpoint.get("ablate_images_seen", 0)
 
 
 _MODEL_KEYS = ("input_ids", "attention_mask", "pixel_values", "labels", "image_features")

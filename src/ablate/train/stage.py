@@ -25,6 +25,7 @@ class StageResult:
     wall_s: float
     steps: int
     tokens_seen: int
+    images_seen: int
     final_loss: float | None
     resumed_from_step: int
 
@@ -65,12 +66,15 @@ def run_stage(vlm, stage: str, cfg: DictConfig, dataset, collator, out_dir: Path
 
     Writes out_dir/weights.pt (trainable weights only) last, atomically: its presence means the stage is done.
     """
+    from ablate.models.encoder import num_image_tokens
+
     s = cfg.scale[STAGE_KEYS[stage]]
     steps, accumulate = plan_steps(cfg, stage, len(dataset))
     module = VLMModule(vlm, stage, lr=float(s.lr), weight_decay=float(s.weight_decay),
                        warmup_ratio=float(s.warmup_ratio), total_steps=steps,
                        micro_batch_size=int(s.micro_batch_size), accumulate=accumulate, seed=int(cfg.seed),
-                       dataset=dataset, collator=collator, num_workers=int(cfg.trainer.num_workers))
+                       dataset=dataset, collator=collator, num_workers=int(cfg.trainer.num_workers),
+                       image_tokens=num_image_tokens(cfg.encoder, int(cfg.resolution)))
     ckpt_dir = out_dir / "ckpt"
     every = max(1, int(cfg.trainer.checkpoint_every_n_steps))
     checkpoint = ModelCheckpoint(dirpath=ckpt_dir, filename="step{step}", every_n_train_steps=every,
@@ -97,4 +101,5 @@ def run_stage(vlm, stage: str, cfg: DictConfig, dataset, collator, out_dir: Path
         from ablate.cell import atomic_save
         atomic_save(trainable_state(vlm), out_dir / "weights.pt")
     return StageResult(wall_s=wall, steps=int(trainer.global_step), tokens_seen=int(module.tokens_seen),
+                       images_seen=int(module.images_seen),
                        final_loss=float(loss) if loss is not None else None, resumed_from_step=resumed)
