@@ -17,6 +17,8 @@ for arg in "$@"; do
   esac
 done
 [ "$(id -u)" = 0 ] || { log "must run as root"; exit 2; }
+[ -d "$STATE" ] || { log "nothing to stop ($STATE does not exist)"; exit 0; }
+lock
 
 # Job processes are children of slurmstepd, not of slurmd: stopping the daemons would leave them running.
 if [ $KEEP_JOBS = 0 ] && alive slurmctld; then

@@ -28,6 +28,13 @@ die() {
   exit 1
 }
 
+# lock: hold an exclusive lock until the script exits, so two pytest sessions (or up and down) starting
+# at once don't both launch daemons; the second waits and then finds the cluster up.
+lock() {
+  exec 9>"$STATE/.lock"
+  flock -w 600 9 || die "another up.sh/down.sh held $STATE/.lock for 10 minutes"
+}
+
 pidfile() {
   # munged runs as user munge and must be able to write its own pid file.
   if [ "$1" = munged ]; then echo "$RUN/munge/munged.pid"; else echo "$RUN/$1.pid"; fi

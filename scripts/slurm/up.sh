@@ -27,7 +27,8 @@ missing_packages() {
 # Maintainer scripts would try to start munge, mariadb and slurm the Debian way (and fail or race
 # with us, there is no systemd); a policy-rc.d answering 101 ("not allowed") stops them.
 block_service_starts() {
-  [ -e "$POLICY" ] && cp -p "$POLICY" "$STATE/policy-rc.d.saved"
+  # A copy left by an interrupted run is the real original: keep it rather than save our own over it.
+  [ -e "$POLICY" ] && [ ! -e "$STATE/policy-rc.d.saved" ] && cp -p "$POLICY" "$STATE/policy-rc.d.saved"
   printf '#!/bin/sh\n# ablate scripts/slurm/up.sh: no service starts while it installs\nexit 101\n' >"$POLICY"
   chmod 755 "$POLICY"
   trap allow_service_starts EXIT
@@ -116,7 +117,8 @@ summary() {
 
 # ---------------------------------------------------------------- daemons, in dependency order
 # Each daemon writes its own pid file (lib.sh finds it there); stdio goes to a log so a caller that
-# captures our output (pytest) isn't left holding a pipe the daemons keep open.
+# captures our output (pytest) isn't left holding a pipe the daemons keep open, and `9>&-` keeps them
+# from inheriting (and holding forever) the lock on fd 9.
 
 start_munged() {
   alive munged && return 0
@@ -125,7 +127,7 @@ start_munged() {
   chown munge:munge "$key" && chmod 400 "$key"
   install -d -o munge -g munge -m 755 /run/munge "$RUN/munge"
   rm -f "$(pidfile munged)"
-  runuser -u munge -- munged --pid-file="$(pidfile munged)" </dev/null >>"$LOG/munged.out" 2>&1 \
+  runuser -u munge -- munged --pid-file="$(pidfile munged)" 9>&- </dev/null >>"$LOG/munged.out" 2>&1 \
     || die "munged did not start" "$LOG/munged.out" /var/log/munge/munged.log
   wait_for "$WAIT_S" sh -c 'munge -n | unmunge' || die "munge does not answer" /var/log/munge/munged.log
 }
@@ -141,7 +143,7 @@ start_mariadbd() {
     # --no-defaults: ignore /etc/mysql so a system MariaDB's socket, port and datadir stay untouched.
     setsid mariadbd --no-defaults --user=root --datadir="$data" --socket="$sock" --pid-file="$(pidfile mariadbd)" \
       --port="$DB_PORT" --bind-address=127.0.0.1 --skip-name-resolve --innodb-lock-wait-timeout=900 \
-      --log-error="$LOG/mariadb.log" </dev/null >>"$LOG/mariadb.out" 2>&1 &
+      --log-error="$LOG/mariadb.log" 9>&- </dev/null >>"$LOG/mariadb.out" 2>&1 &
     wait_for "$WAIT_S" mariadb-admin --no-defaults --socket="$sock" ping || die "MariaDB did not start" "$LOG/mariadb.log"
     wait_for "$WAIT_S" alive mariadbd || die "MariaDB wrote no pid file" "$LOG/mariadb.log"
   fi
@@ -158,7 +160,7 @@ SQL
 start_slurmdbd() {
   if ! alive slurmdbd; then
     rm -f "$(pidfile slurmdbd)"
-    slurmdbd </dev/null >>"$LOG/slurmdbd.out" 2>&1 || die "slurmdbd did not start" "$LOG/slurmdbd.out" "$LOG/slurmdbd.log"
+    slurmdbd 9>&- </dev/null >>"$LOG/slurmdbd.out" 2>&1 || die "slurmdbd did not start" "$LOG/slurmdbd.out" "$LOG/slurmdbd.log"
   fi
   wait_for "$WAIT_S" sacctmgr -n list cluster || die "slurmdbd does not answer" "$LOG/slurmdbd.log"
   # slurmctld only sends accounting for a cluster the database knows.
@@ -168,7 +170,7 @@ start_slurmdbd() {
 start_slurmctld() {
   if ! alive slurmctld; then
     rm -f "$(pidfile slurmctld)"
-    slurmctld </dev/null >>"$LOG/slurmctld.out" 2>&1 || die "slurmctld did not start" "$LOG/slurmctld.out" "$LOG/slurmctld.log"
+    slurmctld 9>&- </dev/null >>"$LOG/slurmctld.out" 2>&1 || die "slurmctld did not start" "$LOG/slurmctld.out" "$LOG/slurmctld.log"
   fi
   wait_for "$WAIT_S" sh -c 'scontrol ping | grep -q UP' || die "slurmctld does not answer" "$LOG/slurmctld.log"
 }
@@ -176,7 +178,7 @@ start_slurmctld() {
 start_slurmd() {
   if ! alive slurmd; then
     rm -f "$(pidfile slurmd)"
-    slurmd </dev/null >>"$LOG/slurmd.out" 2>&1 || die "slurmd did not start" "$LOG/slurmd.out" "$LOG/slurmd.log"
+    slurmd 9>&- </dev/null >>"$LOG/slurmd.out" 2>&1 || die "slurmd did not start" "$LOG/slurmd.out" "$LOG/slurmd.log"
   fi
   # A node that went away uncleanly comes back DOWN or DRAINED; this cluster has nobody to resume it by hand.
   local deadline=$((SECONDS + WAIT_S)) st
@@ -191,6 +193,7 @@ start_slurmd() {
 
 # ---------------------------------------------------------------- main
 install -d -m 755 "$STATE" "$LOG"
+lock
 install_packages
 configure
 if [ $SLURM_CHANGED = 0 ] && [ $DBD_CHANGED = 0 ] && healthy; then
