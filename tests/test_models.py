@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import functools
 from pathlib import Path
 
 import pytest
@@ -62,40 +63,67 @@ def lora_params(module: nn.Module, suffixes, r_max: int, tiny: bool) -> int:
 
 
 # ---- every encoder x lm x tuning x freeze -------------------------------------------------------------------------
+@functools.lru_cache(maxsize=1)
+def _tuning_freeze_nodes():
+    """The tuning and freeze nodes of every (tuning, freeze) pair, composed by Hydra once."""
+    out = {}
+    for t in TUNINGS:
+        for f in FREEZES:
+            cfg = compose(f"tuning={t}", f"freeze={f}")
+            out[t, f] = (cfg.tuning, cfg.freeze)
+    return out
+
+
+def combination(pair_cfg, tuning: str, freeze: str):
+    """cfg of (encoder, lm) x (tuning, freeze): Hydra's result, since no group interpolates another (checked by
+    test_full_product_composes_like_the_shortcut)."""
+    cfg = copy.deepcopy(pair_cfg)
+    cfg.tuning, cfg.freeze = _tuning_freeze_nodes()[tuning, freeze]
+    return cfg
+
+
 @pytest.mark.parametrize("encoder", ENCODER_NAMES)
 def test_every_combination_composes_builds_and_counts(encoder):
     tok = make_tokenizer()
-    with hydra_context():
-        _check_combinations(encoder, tok)
-
-
-def _check_combinations(encoder, tok):
     for lm in LM_NAMES:
-        base = build_vlm(compose(f"encoder={encoder}", f"lm={lm}"), tok)
-        n = {m: sum(p.numel() for p in getattr(base, m).parameters()) for m in ("encoder", "projector", "lm")}
-        d_v, d_lm = base.encoder.hidden_size, base.lm.config.hidden_size
+        pair = compose(f"encoder={encoder}", f"lm={lm}")
+        vlm = build_vlm(pair, tok)
+        n = {m: sum(p.numel() for p in getattr(vlm, m).parameters()) for m in ("encoder", "projector", "lm")}
+        d_v, d_lm = vlm.encoder.hidden_size, vlm.lm.config.hidden_size
         assert n["projector"] == d_v * d_lm + d_lm + d_lm * d_lm + d_lm
-        assert base.lm.get_input_embeddings().weight.shape[0] == len(tok)
+        assert vlm.lm.get_input_embeddings().weight.shape[0] == len(tok)
         for tuning in TUNINGS:
             for freeze in FREEZES:
-                cfg = compose(f"encoder={encoder}", f"lm={lm}", f"tuning={tuning}", f"freeze={freeze}")
+                cfg = combination(pair, tuning, freeze)
                 lora_on_frozen = tuning == "lora" and not cfg.freeze.train_lm   # tuning/lora.yaml targets the lm
                 assert bool(tuning_errors(cfg)) == lora_on_frozen, (encoder, lm, tuning, freeze)
-                vlm = copy.deepcopy(base)
+                v = copy.deepcopy(vlm) if tuning == "lora" else vlm   # full mode re-sets every flag: reuse
                 if lora_on_frozen:
                     with pytest.raises(ModelConfigError, match="tuning.targets='lm'"):
-                        configure_stage(vlm, "instruct", cfg)
+                        configure_stage(v, "instruct", cfg)
                     continue
-                table = param_table(configure_stage(vlm, "instruct", cfg))
+                table = param_table(configure_stage(v, "instruct", cfg))
                 expect_lm = n["lm"] if cfg.freeze.train_lm else 0
                 lm_frozen = n["lm"] - expect_lm
                 if tuning == "lora":
-                    expect_lm = lora_params(base.lm, cfg.lm.lora_targets, 128, tiny=True)
+                    expect_lm = lora_params(vlm.lm, cfg.lm.lora_targets, 128, tiny=True)
                     lm_frozen = n["lm"]
                 enc_train = n["encoder"] if cfg.freeze.train_encoder else 0
                 assert table == {"encoder": {"trainable": enc_train, "frozen": n["encoder"] - enc_train},
                                  "projector": {"trainable": n["projector"], "frozen": 0},
                                  "lm": {"trainable": expect_lm, "frozen": lm_frozen}}, (encoder, lm, tuning, freeze)
+
+
+@pytest.mark.slow
+def test_full_product_composes_like_the_shortcut():
+    with hydra_context():
+        for e in ENCODER_NAMES:
+            for lm in LM_NAMES:
+                pair = compose(f"encoder={e}", f"lm={lm}")
+                for t in TUNINGS:
+                    for f in FREEZES:
+                        assert compose(f"encoder={e}", f"lm={lm}", f"tuning={t}", f"freeze={f}") == \
+                            combination(pair, t, f), (e, lm, t, f)
 
 
 # ---- image tokens -------------------------------------------------------------------------------------------------
