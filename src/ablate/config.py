@@ -70,6 +70,17 @@ def validate(cfg: DictConfig, check_data: bool = True) -> None:
     if synth and cfg.data.name != "synthetic":
         errors.append(_err("eval", cfg.eval.name, f"benchmarks {synth} are built from the synthetic data, but "
                            f"data={cfg.data.name}; use eval=paper (with eval.root) or eval=none"))
+    official = [b for b in cfg.eval.benchmarks if not str(b).startswith("synth_")]
+    if official and not Path(str(cfg.eval.get("root"))).expanduser().is_dir():
+        errors.append(_err("eval.root", cfg.eval.get("root"), f"no such folder; benchmarks {official} read "
+                           "LLaVA-1.5's eval layout (playground/data/eval) from it: set eval.root or ABLATE_EVAL_ROOT"))
+    if "mmvet" in cfg.eval.benchmarks:
+        judge = cfg.eval.get("judge") or {}
+        if not judge.get("grades") and not judge.get("base_url"):
+            errors.append(_err("eval.judge.base_url", judge.get("base_url"),
+                               "MM-Vet needs a judge: set eval.judge.base_url (an OpenAI-compatible endpoint, key "
+                               "in the env var eval.judge.api_key_env) or eval.judge.grades, or drop mmvet from "
+                               "eval.benchmarks"))
     try:
         validate_tuning(cfg)
     except ValueError as e:

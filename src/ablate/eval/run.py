@@ -65,7 +65,13 @@ def _load(name: str, cfg: DictConfig, data: dict):
 
     if name == "synth_qa":
         return ExactMatch(), exact_match_questions(data["eval_json"]), file_digest(Path(data["eval_json"]))
-    bench = get_benchmark(name)
+    kwargs = {}
+    if name == "mmvet":
+        from ablate.eval.judge import make_judge
+
+        judge = cfg.eval.get("judge") or {}
+        kwargs["judge"] = make_judge(grades=judge.get("grades"), endpoint=judge)
+    bench = get_benchmark(name, **kwargs)
     if name.startswith("synth_"):
         root = suite_root(cfg, data)
     else:
@@ -125,6 +131,8 @@ def evaluate_cell(vlm, tokenizer, cfg: DictConfig, cdir: Path, data: dict) -> tu
             log.info("eval %s: cached (%s)", name, cache)
             bench_metrics = cached["metrics"]
         else:
+            log.info("eval %s: %d questions (cache key %s%s)", name, len(questions), key,
+                     f", was {cached.get('key')}" if cached else "")
             requests = [Request(q.question_id, q.prompt, q.image) for q in questions]
             preds = generate_answers(vlm, tokenizer, template, requests, load_image,
                                      batch_size=int(ev.batch_size), max_new_tokens=int(ev.max_new_tokens),
