@@ -134,7 +134,8 @@ class LlavaDataset(Dataset):
                              for r in self.records]
         return self._lengths
 
-    def __getitem__(self, i: int) -> dict:
+    def text_sample(self, i: int) -> dict:
+        """Sample ``i`` without pixels: input_ids, labels, has_image (a feature cache adds the image's features)."""
         rec = self.records[i]
         has_image = "image" in rec
         conv = normalize_conversation(rec["conversations"], has_image)
@@ -144,10 +145,23 @@ class LlavaDataset(Dataset):
         if has_image and self.image_token_id not in ids:
             raise DataError(f"record {rec.get('id')!r} of {self.json_path}: the <image> placeholder was lost "
                             f"(tokenizer lacks {IMAGE_TOKEN!r}, or max_length cut it). Fix: use build_tokenizer.")
-        if has_image:
-            pixels = preprocess_image(self.image_folder / rec["image"], self.resolution, self.image_mean,
-                                      self.image_std, record=rec.get("id"))
-        else:
-            pixels = torch.zeros(3, self.resolution, self.resolution)
         return {"input_ids": torch.tensor(ids, dtype=torch.long), "labels": torch.tensor(labels, dtype=torch.long),
-                "pixel_values": pixels, "has_image": has_image}
+                "has_image": has_image}
+
+    def image_path(self, i: int) -> Path | None:
+        """The image file of sample ``i``, or None for a text-only record."""
+        rec = self.records[i]
+        return self.image_folder / rec["image"] if "image" in rec else None
+
+    def pixel_values(self, i: int) -> torch.Tensor:
+        """(3, R, R) preprocessed image of sample ``i`` (zeros for a text-only record)."""
+        path = self.image_path(i)
+        if path is None:
+            return torch.zeros(3, self.resolution, self.resolution)
+        return preprocess_image(path, self.resolution, self.image_mean, self.image_std,
+                                record=self.records[i].get("id"))
+
+    def __getitem__(self, i: int) -> dict:
+        sample = self.text_sample(i)
+        sample["pixel_values"] = self.pixel_values(i)
+        return sample
