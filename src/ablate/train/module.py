@@ -31,7 +31,8 @@ class VLMModule(L.LightningModule):
 
     def __init__(self, vlm, stage: str, *, lr: float, weight_decay: float, warmup_ratio: float,
                  total_steps: int, micro_batch_size: int, accumulate: int, seed: int,
-                 dataset, collator, num_workers: int = 0, image_tokens: int = 1):
+                 dataset, collator, num_workers: int = 0, image_tokens: int = 1,
+                 length_grouping: bool = False, log_every_n_steps: int = 1):
         super().__init__()
         self.vlm = vlm
         self.stage = stage
@@ -39,6 +40,7 @@ class VLMModule(L.LightningModule):
         self.total_steps, self.micro, self.accumulate = total_steps, micro_batch_size, accumulate
         self.seed, self.dataset, self.collator, self.num_workers = seed, dataset, collator, num_workers
         self.image_tokens = image_tokens
+        self.length_grouping, self.log_every = length_grouping, max(1, int(log_every_n_steps))
         self.tokens_seen = 0   # LM positions trained on: text tokens + image tokens
         self.images_seen = 0
         # Frozen weights are not in the checkpoint (see on_save_checkpoint), so loading must not be strict.
@@ -49,21 +51,34 @@ class VLMModule(L.LightningModule):
         world = self.trainer.world_size
         per_step = self.micro * world * self.accumulate
         # global_step is restored from the checkpoint before the loader is built: skip what was consumed.
+        # Length grouping keeps the order a function of (seed, epoch), so resuming still skips exactly.
+        lengths = self.dataset.lengths if self.length_grouping else None
         sampler = ResumableSampler(len(self.dataset), self.total_steps * per_step, self.seed,
                                    start=self.trainer.global_step * per_step,
-                                   rank=self.trainer.global_rank, world_size=world)
+                                   rank=self.trainer.global_rank, world_size=world,
+                                   lengths=lengths, group_size=per_step)
         return DataLoader(self.dataset, batch_size=self.micro, sampler=sampler, collate_fn=self.collator,
                           num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
                           pin_memory=torch.cuda.is_available())
 
     # ---- step ------------------------------------------------------------------------------------
-    def training_step(self, batch, batch_idx):
-        out = self.vlm(**{k: v for k, v in batch.items() if k in _MODEL_KEYS})
+    def on_before_batch_transfer(self, batch, dataloader_idx):
+        # Counted here, on the CPU copy: counting the device copy would make the CPU wait for the GPU
+        # (an .item() sync) every step.
         n_img = int(batch["has_image"].sum()) if "has_image" in batch else 0
         self.images_seen += n_img
         # the <image> placeholder becomes L_img positions in the LM
         self.tokens_seen += int(batch["attention_mask"].sum()) + n_img * (self.image_tokens - 1)
-        self.log(f"train/{self.stage}/loss", out.loss.detach(), prog_bar=True, on_step=True, batch_size=self.micro)
+        return batch
+
+    def training_step(self, batch, batch_idx):
+        out = self.vlm(**{k: v for k, v in batch.items() if k in _MODEL_KEYS})
+        # Only on the steps the logger writes (and the last, whose loss the row reports): a logged value
+        # reaches the progress bar as a Python float, which costs a GPU sync per step.
+        step = self.trainer.global_step + 1
+        if step % self.log_every == 0 or step >= self.total_steps:
+            self.log(f"train/{self.stage}/loss", out.loss.detach(), prog_bar=True, on_step=True,
+                     batch_size=self.micro)
         return out.loss
 
     def configure_optimizers(self):
@@ -89,13 +104,18 @@ class VLMModule(L.LightningModule):
         checkpoint["ablate_images_seen"] = self.images_seen
 
     def on_load_checkpoint(self, checkpoint):
-        rng = checkpoint.get("ablate_rng")
+        # The RNG state is applied just before the first resumed batch, not here: creating the DataLoader
+        # iterator after this hook draws from the global RNG, which the uninterrupted run did at step 0.
+        self._resume_rng = checkpoint.get("ablate_rng")
+        self.tokens_seen = checkpoint.get("ablate_tokens_seen", 0)
+        self.images_seen = checkpoint.get("ablate_images_seen", 0)
+
+    def on_train_batch_start(self, batch, batch_idx):
+        rng, self._resume_rng = getattr(self, "_resume_rng", None), None
         if rng:
             torch.set_rng_state(rng["torch"])
             if rng.get("cuda") is not None and torch.cuda.is_available():
                 torch.cuda.set_rng_state_all(rng["cuda"])
-        self.tokens_seen = checkpoint.get("ablate_tokens_seen", 0)
-        self.images_seen = checkpoint.get("ablate_images_seen", 0)
 
 
 _MODEL_KEYS = ("input_ids", "attention_mask", "pixel_values", "labels", "image_features")

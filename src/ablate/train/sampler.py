@@ -40,5 +40,7 @@ class ResumableSampler(Sampler[int]):
                 yield idx
 
     def __len__(self) -> int:
-        remaining = max(0, self.total - self.start)
-        return (remaining - self.rank + self.world - 1) // self.world if remaining > self.rank else 0
+        # Counted from sample 0, not from `start`: on resume Lightning restores how many batches of the epoch
+        # it has seen and ends the epoch when that count reaches len(loader). Counting only the rest would end
+        # it early and re-iterate this sampler from `start`, training on the wrong samples.
+        return (self.total - self.rank + self.world - 1) // self.world if self.total > self.rank else 0
