@@ -157,3 +157,11 @@ def test_resolve_data_synthetic_and_llava(tmp_path):
         assert resolve_data(llava)["instruct_json"] == str(d / "llava_v1_5_mix665k.json")
     finally:
         del os.environ["ABLATE_DATA"]
+
+
+def test_yaml_defaults_match_the_code():
+    # conf/data/synthetic.yaml documents the defaults; the two must not drift apart
+    from ablate.data.synthetic import DEFAULTS, settings_from
+    cfg = OmegaConf.create({"paths": {"data_root": "x"}, "data": OmegaConf.load(CONF / "data/synthetic.yaml")})
+    assert settings_from(cfg.data) == DEFAULTS
+    assert set(DEFAULTS) <= set(cfg.data)

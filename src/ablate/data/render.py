@@ -15,11 +15,11 @@ SHAPES = ["circle", "square", "triangle", "diamond", "cross"]
 POSITIONS = ["left", "right", "top", "bottom", "center"]
 SIZES = ["large", "small"]
 BACKGROUNDS = [(245, 245, 245), (232, 232, 228), (240, 236, 226)]
-# Region centres as fractions of the side. With this jitter and these radii no two regions overlap and the
-# corners stay free for text. Small shapes are 10-14 px across at 448 px: 5-7 px at 224, a fraction of a patch.
+# Region centres as fractions of the side, 134 px apart at 448. An object spans at most JITTER + MAX_RADIUS px
+# from its region centre, so no two regions overlap and the corners (text) stay free.
 _REGION = {"left": (0.2, 0.5), "right": (0.8, 0.5), "top": (0.5, 0.2), "bottom": (0.5, 0.8), "center": (0.5, 0.5)}
-_JITTER = 12
-_RADIUS = {"large": (28, 40), "small": (5, 7)}
+JITTER = 10
+MAX_RADIUS = 56
 
 # Well separated in hue so a colour question has one right answer at full resolution; small objects still blur
 # into their neighbourhood once an encoder patch covers much more than the object (low resolution).
@@ -127,9 +127,9 @@ def sample_scene(rng: random.Random, scene_id: str, settings: dict) -> tuple[dic
         size = "small" if rng.random() < settings["small_prob"] else "large"
         fx, fy = _REGION[pos]
         objects.append({"shape": shape, "color": color,
-                        "cx": round(fx * SIZE) + rng.randint(-_JITTER, _JITTER),
-                        "cy": round(fy * SIZE) + rng.randint(-_JITTER, _JITTER),
-                        "r": rng.randint(*_RADIUS[size]), "size": size, "position": pos})
+                        "cx": round(fx * SIZE) + rng.randint(-JITTER, JITTER),
+                        "cy": round(fy * SIZE) + rng.randint(-JITTER, JITTER),
+                        "r": rng.randint(*settings[f"{size}_r"]), "size": size, "position": pos})
     text, text_px, text_xy = None, settings["text_px"][0], None
     if rng.random() < settings["text_prob"]:
         text = rng.choice(TEXT_LETTERS) + rng.choice(TEXT_DIGITS)

@@ -7,6 +7,7 @@ so that resolution is a design choice that visibly matters even at tiny scale.
 """
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -17,8 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ablate.data import DataError
-from ablate.data.render import (COLORS, POSITIONS, SHAPES, SIZE, SIZES, TEXT_DIGITS, TEXT_LETTERS,  # noqa: F401
-                               render_scene, sample_scene)
+from ablate.data.render import (COLORS, MAX_RADIUS, POSITIONS, SHAPES, SIZE, SIZES, TEXT_DIGITS,  # noqa: F401
+                               TEXT_LETTERS, render_scene, sample_scene)
 
 GENERATOR_VERSION = 1   # bump whenever a change here or in render.py changes what gets written
 POS_PHRASE = {"left": "on the left", "right": "on the right", "top": "at the top", "bottom": "at the bottom",
@@ -26,30 +27,29 @@ POS_PHRASE = {"left": "on the left", "right": "on the right", "top": "at the top
 
 SHORT_SUFFIX = "Answer the question using a single word or phrase."
 MC_SUFFIX = "Answer with the option's letter from the given choices directly."
-CAPTION_REQUESTS = [
-    "Describe the image briefly.",
-    "Write a short caption for this image.",
-    "What is shown in the picture?",
-    "Give a brief description of the image.",
-    "Summarize the image in one sentence.",
-    "Provide a concise caption for the picture.",
-]
+CAPTION_REQUESTS = ["Describe the image briefly.", "Write a short caption for this image.",
+                    "What is shown in the picture?", "Give a brief description of the image.",
+                    "Summarize the image in one sentence.", "Provide a concise caption for the picture."]
 QUESTION_TYPES = ["color_at", "shape_at", "color_of", "shape_of", "where", "count", "size", "exists",
                   "text_present", "text_read", "mc_color", "describe"]
 
-# Generator settings and their defaults; exactly these keys (plus GENERATOR_VERSION) name the dataset directory.
+# Generator settings (these keys + GENERATOR_VERSION name the dataset directory). Mostly single-object scenes and
+# a colour-heavy mix, so a tiny cell learns colour questions within 150 steps at batch 16 (docs/data.md).
 DEFAULTS = {
     "seed": 0,
     "num_train": 1000,
     "num_eval": 200,
-    "count_weights": [0.4, 0.35, 0.25],   # P(1 object), P(2), P(3), ... (at most 5: one per position)
-    "small_prob": 0.3,                    # chance that an object is small (r = 5-7 px at 448)
+    "count_weights": [0.6, 0.25, 0.15],   # P(1 object), P(2), P(3), ... (at most 5: one per position)
+    "small_prob": 0.3,                    # chance that an object is small
+    "large_r": [36, 52],                  # radius range (px at 448) of large objects
+    "small_r": [5, 7],                    # of small ones: 10-14 px across, 5-7 px after downsampling to 224
     "text_prob": 0.5,                     # chance that a scene carries a two-character code
     "text_px": [7, 14],                   # glyph heights to draw the code with (multiples of 7)
     "turns": [2, 4],                      # question-answer turns per instruct conversation (min, max)
     "eval_questions_per_scene": 2,
-    "question_weights": {"color_at": 2, "shape_at": 2, "color_of": 2, "shape_of": 1, "where": 1, "count": 1,
-                         "size": 1, "exists": 2, "text_present": 1, "text_read": 1, "mc_color": 1, "describe": 0.5},
+    "question_weights": {"color_at": 3, "color_of": 3, "shape_at": 1, "shape_of": 1, "where": 1, "count": 1,
+                         "size": 1, "exists": 1, "text_present": 1, "text_read": 0.5, "mc_color": 1,
+                         "describe": 0.25},
 }
 
 
@@ -62,8 +62,8 @@ def caption(scene: dict, rng: random.Random) -> str:
     """One-sentence description naming every object's size, colour, shape and position (plus the text)."""
     parts = [f"a {o['size']} {o['color']} {o['shape']} {POS_PHRASE[o['position']]}" for o in scene["objects"]]
     body = parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
-    body = rng.choice(["", "The image shows "]) + body
-    out = body[0].upper() + body[1:] + "."
+    body = rng.choice(["", "The image shows "]) + body + "."
+    out = body[0].upper() + body[1:]
     if scene["text"]:
         out += f" The text {scene['text']} is written in a corner."
     return out
@@ -118,14 +118,14 @@ def _sample_questions(scene: dict, rng: random.Random, weights: dict, k: int) ->
     w = [weights[t] for t in types]
     out, seen = [], set()
     for _ in range(8 * k):   # bounded retries: single-object scenes have few distinct questions
-        if len(out) == k:
-            break
         t = rng.choices(types, weights=w)[0]
         qa = ask(t, scene, rng)
         if qa is None or qa[0] in seen:
             continue
         seen.add(qa[0])
         out.append((t, *qa))
+        if len(out) == k:
+            break
     return out
 
 
@@ -160,30 +160,29 @@ def eval_records(scene: dict, settings: dict, index: int) -> list[dict]:
 
 
 def corpus_strings() -> list[str]:
-    """Every fixed string and value the generator can emit, for building the word-level tokenizer."""
-    out = SHAPES + COLORS + POSITIONS + SIZES + list(POS_PHRASE.values()) + CAPTION_REQUESTS
-    out += [SHORT_SUFFIX, MC_SUFFIX, "A B C . yes no 1 2 3 4 5 The image shows a and , text is written in a corner",
-            "What color is the shape ? What shape is Which shape is Where is the Is the large or small ?",
-            "How many shapes are there ? Is there a in the image ? Is there any text in the image ?",
-            "What text is written in the image ? What color is the Describe the image briefly ."]
-    out += [a + d for a in TEXT_LETTERS for d in TEXT_DIGITS]
-    return out
+    """Every word the generator can emit, for the word-level tokenizer: the value lists, plus every question
+    type and caption asked about one sample scene (the templates' fixed words are the same for every scene)."""
+    scene = {"objects": [{"shape": SHAPES[0], "color": COLORS[0], "size": "large", "position": POSITIONS[0]}],
+             "text": "K7"}
+    rng = random.Random(0)
+    out = SHAPES + COLORS + POSITIONS + SIZES + CAPTION_REQUESTS + [str(i) for i in range(1, len(POSITIONS) + 1)]
+    out += ["A B C yes no The image shows"] + [a + d for a in TEXT_LETTERS for d in TEXT_DIGITS]
+    for t in QUESTION_TYPES:
+        out += [" ".join(ask(t, scene, rng)[:2]) for _ in range(4)]   # 4 draws: both branches of "exists"
+    return out + [caption({**scene, "objects": scene["objects"] * 2}, rng) for _ in range(4)]
 
 
 def _plain(value):
-    # OmegaConf containers -> plain lists/dicts so settings hash and compare like literals
-    try:
+    # OmegaConf containers -> plain lists/dicts, so that settings hash and compare like literals
+    if type(value).__module__.startswith("omegaconf"):
         from omegaconf import OmegaConf
-        if OmegaConf.is_config(value):
-            return OmegaConf.to_container(value, resolve=True)
-    except ImportError:
-        pass
+        return OmegaConf.to_container(value, resolve=True)
     return value
 
 
 def settings_from(data_cfg) -> dict:
     """The generator settings of a data config (defaults filled in), checked; raises DataError naming the key."""
-    s = {k: _plain(data_cfg.get(k, v)) if data_cfg is not None else v for k, v in DEFAULTS.items()}
+    s = {k: _plain(data_cfg.get(k, v)) for k, v in DEFAULTS.items()}
     def bad(key, why):
         return DataError(f"data.{key}={s[key]!r}: {why}. Fix: set data.{key} in conf/data/synthetic.yaml "
                          f"or on the command line (default {DEFAULTS[key]!r}).")
@@ -199,6 +198,13 @@ def settings_from(data_cfg) -> dict:
     if not isinstance(s["text_px"], list) or not s["text_px"] or any(
             not isinstance(p, int) or p < 7 or p % 7 for p in s["text_px"]):
         raise bad("text_px", "must be a non-empty list of positive multiples of 7 (the font is 7 px tall)")
+    for key in ("large_r", "small_r"):
+        r = s[key]
+        if not (isinstance(r, list) and len(r) == 2 and all(isinstance(x, int) for x in r)
+                and 2 <= r[0] <= r[1] <= MAX_RADIUS):
+            raise bad(key, f"must be [min, max] integers with 2 <= min <= max <= {MAX_RADIUS} (or regions overlap)")
+    if s["small_r"][1] >= s["large_r"][0]:
+        raise bad("small_r", f"must stay below large_r={s['large_r']}")
     t = s["turns"]
     if not isinstance(t, list) or len(t) != 2 or not 1 <= t[0] <= t[1]:
         raise bad("turns", "must be [min, max] with 1 <= min <= max")
@@ -234,36 +240,30 @@ class SyntheticPaths:
 
 def _write(tmp: Path, settings: dict) -> None:
     (tmp / "images").mkdir(parents=True)
-    split_scenes = {}
+    scenes = {}
     for split, n in (("train", settings["num_train"]), ("eval", settings["num_eval"])):
-        scenes = []
+        scenes[split] = []
         for i in range(n):
             scene, info = sample_scene(scene_rng(settings, split, i, "scene"), f"{split}-{i:06d}", settings)
             render_scene(scene, info["background"], info["text_xy"]).save(tmp / scene["image"], format="PNG")
-            scenes.append(scene)
-        split_scenes[split] = scenes
-    train, evals = split_scenes["train"], split_scenes["eval"]
-    dump = lambda name, obj: (tmp / name).write_text(json.dumps(obj, indent=1) + "\n")
-    dump("align.json", [align_record(s, settings, "train", i) for i, s in enumerate(train)])
-    dump("instruct.json", [instruct_record(s, settings, "train", i) for i, s in enumerate(train)])
-    dump("eval.json", [r for i, s in enumerate(evals) for r in eval_records(s, settings, i)])
-    for split, scenes in split_scenes.items():
-        (tmp / f"{split}_scenes.jsonl").write_text("".join(json.dumps(s) + "\n" for s in scenes))
-    # written last: its presence is what "complete" means
-    dump("manifest.json", {"generator_version": GENERATOR_VERSION, "key": settings_key(settings),
-                           "settings": settings, "num_train": len(train), "num_eval_questions":
-                           sum(len(eval_records(s, settings, i)) for i, s in enumerate(evals))})
+            scenes[split].append(scene)
+        (tmp / f"{split}_scenes.jsonl").write_text("".join(json.dumps(s) + "\n" for s in scenes[split]))
+    train = list(enumerate(scenes["train"]))
+    evals = [r for i, s in enumerate(scenes["eval"]) for r in eval_records(s, settings, i)]
+    files = {"align.json": [align_record(s, settings, "train", i) for i, s in train],
+             "instruct.json": [instruct_record(s, settings, "train", i) for i, s in train], "eval.json": evals,
+             # written last: its presence is what "complete" means
+             "manifest.json": {"generator_version": GENERATOR_VERSION, "key": settings_key(settings),
+                               "settings": settings, "num_train": len(train), "num_eval_questions": len(evals)}}
+    for name, obj in files.items():
+        (tmp / name).write_text(json.dumps(obj, indent=1) + "\n")
 
 
 @contextmanager
 def _locked(path: Path):
-    # one writer per dataset; the atomic rename below keeps readers safe even where flock is a no-op (some NFS)
+    # one writer per dataset; the atomic rename in generate keeps readers safe even where flock is a no-op (NFS)
     with open(path, "w") as fh:
-        try:
-            import fcntl
-            fcntl.flock(fh, fcntl.LOCK_EX)
-        except ImportError:   # not POSIX: fall back to rename-only safety
-            pass
+        fcntl.flock(fh, fcntl.LOCK_EX)   # released when fh closes
         yield
 
 
@@ -271,7 +271,7 @@ def generate(data_cfg, root: str | os.PathLike | None = None) -> SyntheticPaths:
     """Generate (or find) the dataset for ``data_cfg`` under ``<root>/data/synthetic-<key>``; root defaults to
     ``data_cfg.root``. Returns at once when it is already complete; safe to call from several processes."""
     settings = settings_from(data_cfg)
-    base = root if root is not None else (data_cfg.get("root") if data_cfg is not None else None)
+    base = root if root is not None else data_cfg.get("root")
     if not base:
         raise DataError("data.root is not set: the synthetic data needs a directory to live in. "
                         "Fix: set data.root (default ${paths.data_root}) or ABLATE_ROOT.")
