@@ -1,4 +1,5 @@
-"""Tests of ablate.models.adapt: stage flags, LoRA counts and placement, tiny-rank clipping, config errors."""
+"""Tests of ablate.models.adapt and training: stage flags, gradients, LoRA counts and placement, tiny-rank clipping,
+config errors, gradient checkpointing."""
 from __future__ import annotations
 
 import copy
@@ -141,3 +142,26 @@ def test_lora_vlm_still_generates(base):
     ids, mask, _ = _batch([[IMG, 10, 11], [12, 13]], side="left")
     out = vlm.generate(ids, mask, torch.randn(1, 3, 224, 224), max_new_tokens=3)
     assert out.shape[0] == 2 and out.shape[1] <= 3
+
+
+def test_align_backward_reaches_the_projector_only(base):
+    ids, mask, labels = _batch(ROWS)
+    v = copy.deepcopy(base).train()
+    configure_stage(v, "align", compose())
+    v(ids, mask, torch.randn(2, 3, 224, 224), labels=labels).loss.backward()
+    assert v.projector.fc1.weight.grad.abs().sum() > 0
+    assert all(p.grad is None for p in v.lm.parameters())
+
+
+def test_gradient_checkpointing_gives_the_same_gradients():
+    tok = make_tokenizer()
+    ids, mask, labels = _batch(ROWS)
+    px = torch.randn(2, 3, 224, 224)
+    grads = []
+    for ckpt in ("false", "true"):
+        torch.manual_seed(0)
+        v = build_vlm(compose("encoder=clip", "lm=qwen15_1_8b", f"trainer.gradient_checkpointing={ckpt}"), tok)
+        v.train()
+        v(ids, mask, px, labels=labels).loss.backward()
+        grads.append(torch.cat([p.grad.flatten() for p in v.parameters() if p.grad is not None]))
+    assert torch.allclose(grads[0], grads[1], atol=1e-5)

@@ -111,8 +111,9 @@ def resolved_arch(section, kind: str, arch_scale: str, config_cls: type | None =
     if arch_scale == "tiny":
         arch.update(to_dict(section.get("tiny")))
     if config_cls is not None:
-        known = config_cls().to_dict()
-        bad = sorted(k for k in arch if k not in known and not hasattr(config_cls(), k))
+        default = config_cls()
+        known = default.to_dict()
+        bad = sorted(k for k in arch if k not in known and not hasattr(default, k))
         if bad:
             raise ModelConfigError(
                 f"{kind}.arch / {kind}.tiny key(s) {bad}: not fields of {config_cls.__name__}; "

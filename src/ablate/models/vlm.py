@@ -166,7 +166,8 @@ class VLM(nn.Module):
             m = self.merge(input_ids, attention_mask, img, padding_side="left")
             gen = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False, num_beams=1, use_cache=True,
                                    eos_token_id=self.eos_token_id if eos_token_id is None else eos_token_id,
-                                   pad_token_id=self.pad_token_id)
+                                   pad_token_id=self.pad_token_id,
+                                   bos_token_id=self.lm_model.generation_config.bos_token_id)   # unused; no warning
             # With inputs_embeds and no input_ids, transformers returns only the new tokens; it derives
             # position ids from the (left-padded) attention mask, so rows do not depend on their batch.
             return self.lm_model.generate(inputs_embeds=m.inputs_embeds, attention_mask=m.attention_mask,
