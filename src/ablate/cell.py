@@ -24,11 +24,14 @@ AXES = ("encoder", "resolution", "lm", "tuning", "freeze", "data", "scale", "see
 _NOT_IDENTITY = {
     "paths", "run", "sweep_name", "logger", "hydra", "eval",
 }
+# trainer.length_grouping is NOT here: it changes which samples share a batch, so it changes the numbers.
 _TRAINER_NOT_IDENTITY = {
     "num_workers", "log_every_n_steps", "checkpoint_every_n_steps", "gradient_checkpointing",
     "attn_implementation", "compile", "accelerator", "devices", "num_nodes", "strategy",
-    "length_grouping", "feature_cache",
+    "feature_cache",
 }
+# Result-changing switches added later: left out of the id at their default, so existing cell ids stay valid.
+_TRAINER_ID_IF_SET = {"length_grouping": False}
 
 
 def _digest(obj: Any, n: int = 12) -> str:
@@ -45,7 +48,8 @@ def identity(cfg: DictConfig) -> dict:
     c = to_container(cfg)
     ident = {k: v for k, v in c.items() if k not in _NOT_IDENTITY}
     trainer = ident.get("trainer", {})
-    ident["trainer"] = {k: v for k, v in trainer.items() if k not in _TRAINER_NOT_IDENTITY}
+    ident["trainer"] = {k: v for k, v in trainer.items() if k not in _TRAINER_NOT_IDENTITY
+                        and not (k in _TRAINER_ID_IF_SET and v == _TRAINER_ID_IF_SET[k])}
     return ident
 
 
@@ -62,6 +66,7 @@ def stage1_identity(cfg: DictConfig) -> dict:
         "scale": {k: v for k, v in ident["scale"].items() if k != "stage2"},
         "precision": ident["trainer"].get("precision"),
         "max_grad_norm": ident["trainer"].get("max_grad_norm"),
+        **{k: ident["trainer"][k] for k in _TRAINER_ID_IF_SET if k in ident["trainer"]},
     }
 
 
