@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .results import compute, figures, paper, stats
+from .results import compute, figures, paper, stats, units
 from .results.figures import metric_label
 from .results.select import describe
 from .results.table import Collection, cells, collect, save
@@ -30,11 +30,9 @@ def _say(msg: str) -> None:
     print(f"ablate.report: {msg}", file=sys.stderr)
 
 
-def _fmt(v) -> str:
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return "–"
-    text = f"{v:.3f}" if abs(v) <= 1.0 else f"{v:.1f}"
-    return text[1:] if text.startswith("-") and float(text) == 0 else text      # no "-0.000"
+def _fmt(v, unit: str | None = None) -> str:
+    """A number for the page; `unit` (units.PERCENT/FRACTION) fixes the decimals, else they follow size."""
+    return units.fmt(v, unit)
 
 
 def _label(m: str) -> str:
@@ -95,15 +93,15 @@ def _figure_section(r: figures.FigureResult, out: Path) -> list[str]:
     d = r.data
     rows = []
     for m in r.metrics:
-        row = [_label(m)]
+        row, unit = [_label(m)], r.units.get(m)
         for a in r.arms:
             x = d[(d.arm.astype(str) == str(a)) & (d.metric == m)]
             if x.empty:
                 row.append("–")
                 continue
             x = x.iloc[0]
-            ci = f" [{_fmt(x.ci_low)}, {_fmt(x.ci_high)}]" if not math.isnan(x.ci_low) else ""
-            row.append(_fmt(x["mean"]) + ci + (SIG if x.significant else ""))
+            ci = f" [{_fmt(x.ci_low, unit)}, {_fmt(x.ci_high, unit)}]" if not math.isnan(x.ci_low) else ""
+            row.append(_fmt(x["mean"], unit) + ci + (SIG if x.significant else ""))
         rows.append(row)
     lines += _md_table(["metric", *[f"{a} (baseline)" if str(a) == str(r.baseline) else str(a) for a in r.arms]],
                        rows)
@@ -112,7 +110,7 @@ def _figure_section(r: figures.FigureResult, out: Path) -> list[str]:
     tests = d[~d.is_baseline]
     lines += ["<details><summary>Differences from the baseline, p-values and the tests used</summary>", ""]
     lines += _md_table(["arm", "metric", "Δ vs baseline", "p", "p (Holm)", "significant", "CI from", "test"],
-                       [[t.arm, _label(t.metric), _fmt(t["diff"]), _fmt(t.p), _fmt(t.p_holm),
+                       [[t.arm, _label(t.metric), _fmt(t["diff"], r.units.get(t.metric)), _fmt(t.p), _fmt(t.p_holm),
                          "yes" if t.significant else "no", t.ci_basis, t.test] for _, t in tests.iterrows()])
     lines += ["", "</details>", ""]
     if r.missing:
@@ -129,10 +127,11 @@ def _compute_section(table: pd.DataFrame, out: Path, metric: str | None) -> list
             _say(f"compute plot ({x}): {r.message}")
             break
         front = r.data[r.data.on_front].sort_values("x")
+        unit = units.metric_units(table[table.metric == r.metric]).get(r.metric)
         lines += [f"![{name}](figures/{name}.png)", "",
                   f"x: {compute.X_LABELS.get(r.x, r.x)}; y: {_label(r.metric)}; "
                   f"Pareto front ({len(front)} of {len(r.data)} settings): " +
-                  "; ".join(f"{f.label} ({_fmt(f.y)})" for _, f in front.iterrows()), ""]
+                  "; ".join(f"{f.label} ({_fmt(f.y, unit)})" for _, f in front.iterrows()), ""]
         if r.message:
             lines += [r.message, ""]
     return lines

@@ -7,7 +7,6 @@ re-derive them. A figure that cannot be drawn (no cells, one arm) returns `drawn
 """
 from __future__ import annotations
 
-import math
 import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +17,7 @@ matplotlib.use("Agg")                     # files only: no display on cluster no
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from . import compare, paper  # noqa: E402
+from . import compare, paper, units  # noqa: E402
 from .select import describe, select_arms  # noqa: E402
 
 INSTRUCT = ("phi2", "phi2_sft", "phi2_rlhf", "phi2_safe_rlhf")
@@ -67,6 +66,7 @@ class FigureResult:
     notes: list = field(default_factory=list)              # statistics caveats
     files: dict = field(default_factory=dict)              # {"png": Path, "svg": Path}
     marks: list = field(default_factory=list)              # (arm, metric) pairs drawn with a '*'
+    units: dict = field(default_factory=dict)              # metric -> units.PERCENT | FRACTION | RAW
 
 
 
@@ -130,6 +130,7 @@ def axis_figure(table: pd.DataFrame, spec: FigureSpec, out_dir=None, baseline=No
         res.message = "not drawn: the selected cells have no eval/ metrics"
         return res
     res.data, res.notes = compare.summarize(sel.table, spec.axis, sel.arms, base, res.metrics, alpha, n_boot, test)
+    res.units = units.metric_units(sel.table[sel.table["metric"].isin(res.metrics)])
     for m in res.metrics:
         lacking = [str(a) for a in sel.arms if not ((res.data.arm.astype(str) == str(a)) & (res.data.metric == m)).any()]
         if lacking:
@@ -140,12 +141,12 @@ def axis_figure(table: pd.DataFrame, spec: FigureSpec, out_dir=None, baseline=No
     return res
 
 
-def _panels(data: pd.DataFrame, metrics: list[str]) -> list[tuple[str, list[str]]]:
-    """Group metrics that share a scale into one axes: fractions, percentages, then each other metric alone."""
-    top = data.groupby("metric")[["mean", "ci_high"]].max().max(axis=1)
-    frac = [m for m in metrics if top.get(m, math.inf) <= 1.0]
-    pct = [m for m in metrics if m not in frac and top.get(m, math.inf) <= 100.0 and
-           (m.split("/")[-1] in _LEAF_PREFERENCE or m in paper.PAPER_METRICS) and "/mme/" not in m]
+def _panels(data: pd.DataFrame, metrics: list[str], unit_of: dict) -> list[tuple[str, list[str]]]:
+    """Group metrics that share a scale into one axes: fractions, percentages, then each other metric alone.
+    The unit comes from units.metric_units (per-question evidence, the row contract), not from the bars'
+    heights: a column of 0 % accuracies is not a fraction."""
+    frac = [m for m in metrics if unit_of.get(m) == units.FRACTION]
+    pct = [m for m in metrics if unit_of.get(m) == units.PERCENT]
     rest = [m for m in metrics if m not in frac and m not in pct]
     out = [("score (fraction)", frac)] if frac else []
     out += [("score (%)", pct)] if pct else []
@@ -156,7 +157,7 @@ def draw(res: FigureResult, out_dir: Path) -> dict:
     """Grouped bars per panel: x = benchmarks, one colour per arm, 95% CI whiskers, '*' = significant."""
     out_dir.mkdir(parents=True, exist_ok=True)
     res.marks = []
-    panels = _panels(res.data, res.metrics)
+    panels = _panels(res.data, res.metrics, res.units)
     n_arms = len(res.arms)
     widths = [max(1.3, len(ms) * (0.2 * n_arms + 0.35)) for _, ms in panels]
     fig_w = min(max(sum(widths) + 0.9 * len(panels), 7.0), 18.0)

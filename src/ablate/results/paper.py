@@ -14,6 +14,7 @@ from importlib import resources
 import pandas as pd
 
 from .table import AXES
+from .units import FRACTION, metric_units
 
 DASH = "–"
 
@@ -85,8 +86,10 @@ def user_rows(table: pd.DataFrame, which: str) -> tuple[pd.DataFrame, list[str]]
                                 ", ".join(m for c in cols for m in c.metrics)]
     notes += [f"{c.label}: no cell reports it (looked for {', '.join(c.metrics)})" for c in cols if not found[c.key]]
     sub = table[table["metric"].isin([m for m in found.values() if m])]
-    # fractions (0..1) are printed as the paper's percentages; rows written in percent stay as they are
-    as_fraction = {m: bool((sub.loc[sub.metric == m, "value"].abs() <= 1.0).all()) for m in found.values() if m}
+    # fractions (0..1) are printed as the paper's percentages; rows written in percent (the contract) stay
+    # as they are. Decided by units.metric_units, not by size: a tiny cell's 0.4 % is not 40 %.
+    units = metric_units(table)
+    as_fraction = {m: units.get(m) == FRACTION for m in found.values() if m}
     setting = [a for a in AXES if a != "seed" and a in sub]
     key = sub[setting].astype(str).agg(" ".join, axis=1)
     varying = [a for a in setting if sub[a].astype(str).nunique() > 1 and a not in
