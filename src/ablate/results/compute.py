@@ -18,6 +18,7 @@ import pandas as pd  # noqa: E402
 
 from .figures import figure_metrics, metric_label  # noqa: E402
 from .table import AXES  # noqa: E402
+from .units import FRACTION, PERCENT, metric_units  # noqa: E402
 
 X_LABELS = {"gpu_hours": "GPU hours", "wall_hours": "wall-clock hours (all stages)", "train_flops": "training FLOPs"}
 
@@ -30,6 +31,7 @@ class ComputeResult:
     x: str | None = None
     data: pd.DataFrame = field(default_factory=pd.DataFrame)   # label, axes, n_seeds, x, y, on_front
     files: dict = field(default_factory=dict)
+    unit: str | None = None                                    # units.PERCENT | FRACTION | RAW of the metric
 
 
 def pareto_front(x, y) -> np.ndarray:
@@ -80,7 +82,8 @@ def accuracy_vs_compute(table: pd.DataFrame, metric: str | None = None, x: str =
     varying = [a for a in setting if pts[a].astype(str).nunique() > 1]
     pts["label"] = pts[varying].astype(str).agg("/".join, axis=1) if varying else "all cells"
     pts["on_front"] = pareto_front(pts["x"], pts["y"])
-    res = ComputeResult(True, "", metric, x, pts[["label", *setting, "n_seeds", "x", "y", "on_front"]])
+    res = ComputeResult(True, "", metric, x, pts[["label", *setting, "n_seeds", "x", "y", "on_front"]],
+                        unit=metric_units(sub).get(metric))
     if len(pts) < 2:
         res.message = "only one cell setting: the front is that point"
     if out_dir is not None:
@@ -97,19 +100,24 @@ def _draw(res: ComputeResult, out_dir: Path, name: str) -> dict:
     front = d[d.on_front]
     ax.step(front.x, front.y, where="post", color="tab:red", lw=1.2, alpha=0.7, zorder=1)
     ax.scatter(front.x, front.y, s=46, color="tab:red", label="Pareto front", zorder=3)
-    for i, (_, r) in enumerate(front.iterrows()):
-        # alternate label offsets so neighbouring front points do not print on top of each other
-        ax.annotate(r["label"], (r.x, r.y), xytext=(6, 8 if i % 2 == 0 else -12), textcoords="offset points",
-                    fontsize=8, color="tab:red")
+    # every point named (dominated ones in grey): an unlabelled dot cannot be told from another setting
+    for i, (_, r) in enumerate(d.iterrows()):
+        # alternate label offsets so neighbouring points do not print on top of each other
+        ax.annotate(r["label"], (r.x, r.y), xytext=(6, 6 if i % 2 == 0 else 16), textcoords="offset points",
+                    fontsize=8, color="tab:red" if r.on_front else "0.4")
     if len(d) > 1 and d.x.min() > 0 and d.x.max() / d.x.min() > 30:
         ax.set_xscale("log")
     ax.set_xlabel(X_LABELS.get(res.x, res.x))
-    ax.set_ylabel(metric_label(res.metric).replace("\n", "/") + " (mean over seeds)")
+    unit = {PERCENT: "%, ", FRACTION: "fraction, "}.get(res.unit, "")
+    ax.set_ylabel(metric_label(res.metric).replace("\n", "/") + f" ({unit}mean over seeds)")
     ax.set_title(f"{metric_label(res.metric).replace(chr(10), '/')} vs compute: one point per setting", fontsize=10)
     ax.grid(alpha=0.3)
     ax.spines[["top", "right"]].set_visible(False)
-    ax.legend(loc="lower right", fontsize=8, frameon=False)
+    ax.legend(loc="best", fontsize=8, frameon=False)     # "best" keeps it off the points
     ax.margins(x=0.12, y=0.12)
+    if d.y.min() >= 0:                  # scores: the axis starts near 0 (no negative accuracies around a 0 %)
+        top = ax.get_ylim()[1] if d.y.max() > 0 else 1.0
+        ax.set_ylim(-0.03 * top, top)   # a hair below 0 so points at 0 are not cut in half by the frame
     files = {"png": out_dir / f"{name}.png", "svg": out_dir / f"{name}.svg"}
     fig.savefig(files["png"], dpi=150)
     fig.savefig(files["svg"])
