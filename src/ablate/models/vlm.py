@@ -141,9 +141,22 @@ class VLM(nn.Module):
     # ---- training / scoring ---------------------------------------------------------------------------------
     def forward(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None,
                 pixel_values: Optional[torch.Tensor] = None, labels: Optional[torch.Tensor] = None,
-                image_features: Optional[torch.Tensor] = None) -> VLMOutput:
+                image_features: Optional[torch.Tensor] = None, labelled_logits_only: bool = False) -> VLMOutput:
+        """With `labelled_logits_only` (training) the LM head runs only at positions some row predicts a
+        labelled token from, and `logits` is (B, K, V) at those positions: the same loss, without the head's
+        matmul and a float32 (B, T', V) tensor at every image and prompt position."""
         img = self.image_embeddings(input_ids, pixel_values, image_features)
         m = self.merge(input_ids, attention_mask, img, labels)
+        if labelled_logits_only and labels is not None:
+            shift = m.labels[:, 1:].masked_fill(m.attention_mask[:, :-1] == 0, IGNORE_INDEX)   # (B, T'-1)
+            keep = (shift != IGNORE_INDEX).any(0).nonzero().flatten()                           # (K,)
+            logits = self.lm_model(inputs_embeds=m.inputs_embeds, attention_mask=m.attention_mask,
+                                   position_ids=m.position_ids, use_cache=False, logits_to_keep=keep).logits
+            target = shift[:, keep]                                                             # (B, K)
+            total = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), target.reshape(-1),
+                                    ignore_index=IGNORE_INDEX, reduction="sum")
+            loss = total / (target != IGNORE_INDEX).sum().clamp(min=1)
+            return VLMOutput(loss=loss, logits=logits, labels=m.labels, attention_mask=m.attention_mask)
         logits = self.lm_model(inputs_embeds=m.inputs_embeds, attention_mask=m.attention_mask,
                                position_ids=m.position_ids, use_cache=False).logits   # (B, T', V)
         loss = causal_lm_loss(logits, m.labels, m.attention_mask) if labels is not None else None
@@ -153,7 +166,7 @@ class VLM(nn.Module):
     @torch.no_grad()
     def generate(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None,
                  pixel_values: Optional[torch.Tensor] = None, max_new_tokens: int = 32,
-                 eos_token_id: Optional[int] = None, image_features: Optional[torch.Tensor] = None
+                 eos_token_id: int | list[int] | None = None, image_features: Optional[torch.Tensor] = None
                  ) -> torch.LongTensor:
         """Greedy decoding with the KV cache, batched with left padding -> (B, T_new) new tokens only.
 
