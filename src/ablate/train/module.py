@@ -72,7 +72,8 @@ class VLMModule(L.LightningModule):
         return batch
 
     def training_step(self, batch, batch_idx):
-        out = self.vlm(**{k: v for k, v in batch.items() if k in _MODEL_KEYS})
+        # the LM head only where a label is predicted: same loss, less compute and memory
+        out = self.vlm(**{k: v for k, v in batch.items() if k in _MODEL_KEYS}, labelled_logits_only=True)
         # Only on the steps the logger writes (and the last, whose loss the row reports): a logged value
         # reaches the progress bar as a Python float, which costs a GPU sync per step.
         step = self.trainer.global_step + 1

@@ -5,6 +5,7 @@ import logging
 import math
 import os
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,40 +62,84 @@ def _plugins(cfg: DictConfig) -> list:
     return []
 
 
+def build_module(vlm, stage: str, cfg: DictConfig, dataset, collator) -> VLMModule:
+    """The LightningModule of one stage, with the stage's optimiser, schedule and data settings."""
+    from ablate.models.encoder import num_image_tokens
+
+    s = cfg.scale[STAGE_KEYS[stage]]
+    steps, accumulate = plan_steps(cfg, stage, len(dataset))
+    return VLMModule(vlm, stage, lr=float(s.lr), weight_decay=float(s.weight_decay),
+                     warmup_ratio=float(s.warmup_ratio), total_steps=steps,
+                     micro_batch_size=int(s.micro_batch_size), accumulate=accumulate, seed=int(cfg.seed),
+                     dataset=dataset, collator=collator, num_workers=int(cfg.trainer.num_workers),
+                     image_tokens=num_image_tokens(cfg.encoder, int(cfg.resolution)),
+                     length_grouping=bool(cfg.trainer.get("length_grouping", False)),
+                     log_every_n_steps=int(cfg.trainer.log_every_n_steps))
+
+
+def build_trainer(cfg: DictConfig, steps: int, accumulate: int, out_dir: Path, logger=None,
+                  callbacks: list | None = None) -> L.Trainer:
+    """The Lightning Trainer of a stage (the benchmarks time this very object against a plain loop)."""
+    return L.Trainer(
+        accelerator=_accelerator(cfg), devices=cfg.trainer.devices, num_nodes=cfg.trainer.num_nodes,
+        strategy=cfg.trainer.strategy, precision=resolve_precision(cfg), max_steps=steps, max_epochs=-1,
+        accumulate_grad_batches=accumulate, gradient_clip_val=cfg.trainer.max_grad_norm or None,
+        logger=logger if logger is not None else False, callbacks=list(callbacks or []), plugins=_plugins(cfg),
+        enable_model_summary=False, num_sanity_val_steps=0, use_distributed_sampler=False,
+        log_every_n_steps=int(cfg.trainer.log_every_n_steps), default_root_dir=str(out_dir),
+        deterministic=bool(cfg.trainer.deterministic), limit_val_batches=0,
+    )
+
+
+@contextmanager
+def compiled(vlm, enabled: bool):
+    """`trainer.compile`: torch.compile the encoder's and the LM's forward for the duration of a stage.
+
+    The compiled function is set on the instance and removed afterwards, so parameter names (checkpoints) do
+    not change and evaluation's generate() runs eagerly. The merge and the loss stay eager: the merge's
+    per-sample Python loop would only break the graph.
+    """
+    mods = [vlm.encoder.backbone, vlm.lm_model] if enabled else []
+    if enabled:
+        import torch._inductor.config as inductor
+
+        inductor.fallback_random = True   # dropout draws the same masks as eager: same numbers, same cell id
+    for m in mods:
+        m.forward = torch.compile(m.forward)
+    try:
+        yield
+    finally:
+        for m in mods:
+            del m.forward
+
+
 def run_stage(vlm, stage: str, cfg: DictConfig, dataset, collator, out_dir: Path, logger=None) -> StageResult:
     """Train `vlm` (its requires_grad flags already set) for one stage; resume from out_dir/ckpt if present.
 
     Writes out_dir/weights.pt (trainable weights only) last, atomically: its presence means the stage is done.
     """
-    from ablate.models.encoder import num_image_tokens
+    if stage == "align" and cfg.trainer.get("feature_cache", False):
+        from ablate.train.feature_cache import use_feature_cache
 
-    s = cfg.scale[STAGE_KEYS[stage]]
-    steps, accumulate = plan_steps(cfg, stage, len(dataset))
-    module = VLMModule(vlm, stage, lr=float(s.lr), weight_decay=float(s.weight_decay),
-                       warmup_ratio=float(s.warmup_ratio), total_steps=steps,
-                       micro_batch_size=int(s.micro_batch_size), accumulate=accumulate, seed=int(cfg.seed),
-                       dataset=dataset, collator=collator, num_workers=int(cfg.trainer.num_workers),
-                       image_tokens=num_image_tokens(cfg.encoder, int(cfg.resolution)))
+        gpu = _accelerator(cfg) == "gpu"
+        device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if gpu else "cpu"
+        dataset, collator = use_feature_cache(vlm, cfg, dataset, collator, device=device,
+                                              bf16=resolve_precision(cfg).startswith("bf16"))
+    module = build_module(vlm, stage, cfg, dataset, collator)
+    steps = module.total_steps
     ckpt_dir = out_dir / "ckpt"
     every = max(1, int(cfg.trainer.checkpoint_every_n_steps))
     checkpoint = ModelCheckpoint(dirpath=ckpt_dir, filename="step{step}", every_n_train_steps=every,
                                  save_top_k=0, save_last=True, auto_insert_metric_name=False)
-    trainer = L.Trainer(
-        accelerator=_accelerator(cfg), devices=cfg.trainer.devices, num_nodes=cfg.trainer.num_nodes,
-        strategy=cfg.trainer.strategy, precision=resolve_precision(cfg), max_steps=steps, max_epochs=-1,
-        accumulate_grad_batches=accumulate, gradient_clip_val=cfg.trainer.max_grad_norm or None,
-        logger=logger if logger is not None else False, callbacks=[checkpoint], plugins=_plugins(cfg),
-        enable_model_summary=False, num_sanity_val_steps=0, use_distributed_sampler=False,
-        log_every_n_steps=int(cfg.trainer.log_every_n_steps), default_root_dir=str(out_dir),
-        deterministic=bool(cfg.trainer.deterministic), limit_val_batches=0,
-    )
+    trainer = build_trainer(cfg, steps, module.accumulate, out_dir, logger, [checkpoint])
     last = ckpt_dir / "last.ckpt"
     resumed = 0
     if last.exists():
         resumed = int(torch.load(last, map_location="cpu", weights_only=False).get("global_step", 0))
         log.info("%s: resuming from %s (step %d of %d)", stage, last, resumed, steps)
     t0 = time.perf_counter()
-    trainer.fit(module, ckpt_path=str(last) if last.exists() else None)
+    with compiled(vlm, bool(cfg.trainer.get("compile", False))):
+        trainer.fit(module, ckpt_path=str(last) if last.exists() else None)
     wall = time.perf_counter() - t0
     loss = trainer.callback_metrics.get(f"train/{stage}/loss")
     if trainer.global_rank == 0:
