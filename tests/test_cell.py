@@ -50,7 +50,9 @@ def test_cell_end_to_end_skip_and_force(tmp_path, data_root):
     assert out.returncode == 0, out.stderr[-3000:]
     forced = _row(root)
     assert forced["created"] >= row["created"] and forced["compute"]["stage1_shared"] is True
-    assert forced["metrics"]["train/stage2/loss"] == row["metrics"]["train/stage2/loss"]   # deterministic
+    # Same data order and seeds; stage 1 loaded from its file rather than trained in this process can move
+    # CPU kernels onto other code paths (alignment), so allow float32 rounding noise.
+    assert abs(forced["metrics"]["train/stage2/loss"] - row["metrics"]["train/stage2/loss"]) < 1e-5
 
 
 def test_failed_cell_writes_failed_row(tmp_path):

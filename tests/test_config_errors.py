@@ -34,7 +34,7 @@ def test_lora_on_frozen_module(tmp_path):
 
 
 def test_missing_llava_data_path(tmp_path):
-    msg = _errors(["data=llava", f"data.align_json={tmp_path}/nope.json"], tmp_path)
+    msg = _errors(["data=llava", "eval=none", f"data.align_json={tmp_path}/nope.json"], tmp_path)
     assert "data.align_json" in msg and "nope.json" in msg
 
 

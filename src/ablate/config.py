@@ -91,7 +91,7 @@ def validate(cfg: DictConfig, check_data: bool = True) -> None:
                 check_checkpoint(kind, cfg[kind].checkpoint)
             except (ValueError, FileNotFoundError, OSError) as e:
                 errors.append(str(e))
-    if check_data and not errors:
+    if check_data:
         from ablate.data import resolve_data
         from ablate.data.synthetic import settings_from
 
