@@ -11,6 +11,7 @@ import json
 import os
 import struct
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -68,8 +69,18 @@ def read_offline_run(run_dir: Path) -> dict:
     return out
 
 
-def offline_runs(wandb_dir: Path) -> list[dict]:
-    return [read_offline_run(d) for d in sorted((wandb_dir / "wandb").glob("offline-run-*"))]
+def offline_runs(wandb_dir: Path, timeout: float = 60.0) -> list[dict]:
+    """Every offline run under wandb_dir, each read once its log holds the exit record: wandb's service
+    process writes the log and may still be flushing it when wandb.finish() has returned."""
+    runs = []
+    for d in sorted((wandb_dir / "wandb").glob("offline-run-*")):
+        deadline = time.monotonic() + timeout
+        run = read_offline_run(d)
+        while run["exit_code"] is None and time.monotonic() < deadline:
+            time.sleep(0.5)
+            run = read_offline_run(d)
+        runs.append(run)
+    return runs
 
 
 # ---- settings, ids, groups (no training) -------------------------------------------------------------------
@@ -121,11 +132,23 @@ def test_api_key_in_config_and_bad_mode_are_refused(tmp_path):
         init_kwargs(compose(["logger=wandb", "logger.mode=dryrun"], tmp_path), tmp_path, "align")
 
 
-def test_group_from_swept_overrides():
-    from ablate.train.wandb_logger import _swept
+def test_group_from_swept_overrides(tmp_path, monkeypatch):
+    from omegaconf import OmegaConf
+
+    from ablate.train import wandb_logger as W
 
     task = ["tuning=full,lora", "seed=range(0,3)", "resolution=224", "eval.benchmarks=[synth_qa,synth_pope]"]
-    assert _swept(task) == ["seed=range(0,3)", "tuning=full,lora"]
+    assert W._swept(task) == ["seed=range(0,3)", "tuning=full,lora"]          # a list value is not a sweep
+    # a sweep file's hydra.sweeper.params count too; the group is stable across re-runs (new timestamped dirs)
+    OmegaConf.save({"hydra": {"overrides": {"task": ["resolution=224", "tuning=full,lora"]},
+                              "sweeper": {"params": {"freeze": "frozen_both,train_lm", "seed": "0,1,2"}}}},
+                   tmp_path / "multirun.yaml")
+    monkeypatch.setattr(W, "_multirun_sweep_dir", lambda: tmp_path)
+    cfg = OmegaConf.create({"sweep_name": None})
+    assert W.default_group(cfg) == "freeze=frozen_both,train_lm seed=0,1,2 tuning=full,lora"
+    assert W.default_group(OmegaConf.create({"sweep_name": "fig5"})) == "fig5"
+    (tmp_path / "multirun.yaml").unlink()
+    assert W.default_group(cfg) == f"sweep-{tmp_path.name}"
 
 
 def test_finish_run_reopens_the_cells_run_by_id(tmp_path, monkeypatch):
@@ -153,6 +176,7 @@ def test_finish_run_reopens_the_cells_run_by_id(tmp_path, monkeypatch):
 
 # ---- a real sweep, offline -----------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_offline_sweep_one_run_per_cell_and_stage(tmp_path, data_root):
     """Two cells sharing stage 1 in one process: 3 runs (1 align, 2 instruct), axes in config, metrics = row's."""
     wdir = tmp_path / "wb"

@@ -77,7 +77,10 @@ def default_group(cfg: DictConfig) -> str:
     swept: list[str] = []
     saved = sweep_dir / "multirun.yaml"
     if saved.exists():
-        swept = _swept(OmegaConf.load(saved).hydra.overrides.task)
+        hydra = OmegaConf.load(saved).hydra
+        # sweeps given on the command line, plus those a sweep file lists under hydra.sweeper.params
+        params = hydra.get("sweeper", {}).get("params") or {}
+        swept = _swept([*hydra.overrides.task, *(f"{k}={v}" for k, v in params.items())])
     if not swept:
         return f"sweep-{sweep_dir.name}"
     group = " ".join(swept)
