@@ -145,3 +145,31 @@ def test_pretrained_loads_local_checkpoints(tmp_path):
             assert torch.equal(p, emb[k]), (enc, k)
         L = 196 if enc == "vit_in21k" else 256
         assert v(torch.tensor([[IMG, 5]]), None, torch.randn(1, 3, 224, 224)).logits.shape[1] == L + 1
+
+
+def test_open_clip_towers_match_their_transformers_twins():
+    """The same published architectures through open_clip count the same once cut at the penultimate block."""
+    hf_clip = param_counts(compose("scale=full_random", "encoder=clip", "resolution=336"), 100)["encoder"]
+    oc_clip = param_counts(compose("scale=full_random", "encoder=open_clip", "resolution=336"), 100)["encoder"]
+    assert oc_clip == hf_clip
+    siglip = ["encoder.model_name=ViT-SO400M-14-SigLIP-384", "encoder.prefix_tokens=0", "resolution=384"]
+    assert param_counts(compose("scale=full_random", "encoder=open_clip", *siglip), 100)["encoder"] == \
+        param_counts(compose("scale=full_random", "encoder=siglip", "resolution=384"), 100)["encoder"]
+
+
+def test_open_clip_timm_tower_forward():
+    """A timm-based open_clip tower (SigLIP B/16, no CLS token), random weights, cut and run."""
+    from ablate.models.encoder import build_encoder
+
+    cfg = compose("scale=full_random", "encoder=open_clip", "encoder.model_name=ViT-B-16-SigLIP",
+                  "encoder.patch_size=16", "encoder.native_resolution=224", "encoder.prefix_tokens=0",
+                  "encoder.drop_cls=false", "encoder.lora_targets=[qkv,proj,fc1,fc2]")
+    enc = build_encoder(cfg.encoder, arch_scale="full", weights="random", resolution=224)
+    assert len(enc.backbone.trunk.blocks) == 11 and enc.prefix == 0
+    with torch.no_grad():
+        assert enc(torch.randn(1, 3, 224, 224)).shape == (1, 196, 768)
+    # contrast: an open_clip-native ViT has a CLS token, kept in front when drop_cls=false
+    tiny = compose("encoder=open_clip", "encoder.drop_cls=false")
+    with torch.no_grad():
+        assert build_encoder(tiny.encoder, arch_scale="tiny", weights="random", resolution=224)(
+            torch.randn(1, 3, 224, 224)).shape == (1, 257, 64)

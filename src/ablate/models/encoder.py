@@ -83,9 +83,9 @@ class VisionEncoder(nn.Module):
         if self.family == OPEN_CLIP:
             out = self.backbone.forward_intermediates(
                 pixel_values, indices=[self.open_clip_block], intermediates_only=True, output_fmt="NLC",
-                output_extra_tokens=not self.drop_cls)
+                output_extra_tokens=not self.drop_cls and self.prefix > 0)
             x = out["image_intermediates"][0]                            # (N, P, D_v) patches only
-            if not self.drop_cls:
+            if not self.drop_cls and self.prefix:      # towers without a CLS token return no prefix
                 x = torch.cat([out["image_intermediates_prefix"][0], x], dim=1)
         else:
             kw = {"interpolate_pos_encoding": True} if ENCODERS[self.family].interpolate_kwarg else {}
