@@ -165,3 +165,22 @@ def test_gradient_checkpointing_gives_the_same_gradients():
         v(ids, mask, px, labels=labels).loss.backward()
         grads.append(torch.cat([p.grad.flatten() for p in v.parameters() if p.grad is not None]))
     assert torch.allclose(grads[0], grads[1], atol=1e-5)
+
+
+@pytest.mark.parametrize("lm", ["phi2", "qwen15_1_8b", "pythia_1_4b", "stablelm_1_6b"])
+def test_labelled_logits_only_gives_the_same_loss_and_gradients(lm):
+    torch.manual_seed(0)
+    v = build_vlm(compose("encoder=clip", f"lm={lm}"), make_tokenizer()).eval()   # eval: no dropout
+    for side in ("right", "left"):
+        v.padding_side = side
+        ids, mask, labels = _batch(ROWS, side=side)
+        px = torch.randn(2, 3, 224, 224)
+        results = []
+        for only in (False, True):
+            v.zero_grad()
+            out = v(ids, mask, px, labels=labels, labelled_logits_only=only)
+            out.loss.backward()
+            results.append((out.loss.detach(), v.projector.fc1.weight.grad.clone(), out.logits.shape[1]))
+        assert torch.allclose(results[0][0], results[1][0], atol=1e-5), (lm, side)
+        assert torch.allclose(results[0][1], results[1][1], atol=1e-6), (lm, side)
+        assert results[1][2] < results[0][2]   # fewer positions through the LM head
