@@ -40,6 +40,10 @@ def _digest(obj: Any, n: int = 12) -> str:
 
 
 def to_container(cfg: DictConfig) -> dict:
+    # A job config composed ahead of launch (plan mode, the sweep callback) still holds `hydra`, whose
+    # per-job values (hydra.job.num) are unset; it is never part of a cell, so leave it out before resolving.
+    if "hydra" in cfg:
+        cfg = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
     return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)  # type: ignore[return-value]
 
 
@@ -122,6 +126,11 @@ def read_row(directory: Path) -> dict | None:
         return json.loads(path.read_text())
     except json.JSONDecodeError:
         return None  # treated as absent: a complete row is only ever written atomically
+
+
+def stage_done(directory: Path) -> bool:
+    """A training stage is done when its result.json exists: written after its weights.pt, both atomically."""
+    return (directory / "result.json").is_file() and (directory / "weights.pt").is_file()
 
 
 def is_complete(directory: Path) -> bool:

@@ -38,11 +38,25 @@ def _record(row: dict) -> None:
         f.write(json.dumps(line, default=str) + "\n")
 
 
+def _refuse_sweep_file_without_multirun() -> None:
+    """Without -m Hydra ignores hydra.sweeper.params: a sweep file would silently run one cell."""
+    from hydra.core.hydra_config import HydraConfig
+
+    name = HydraConfig.get().runtime.choices.get("sweep")
+    if name:
+        print(f"ablate: +sweep={name} is a sweep, but without -m (multirun) Hydra would run a single cell of it. "
+              f"Run: python -m ablate -m +sweep={name}   (add run.plan=true to see its cells first)",
+              file=sys.stderr)
+        sys.exit(2)
+
+
 @hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")
 def main(cfg: DictConfig):
-    from ablate.run import run_cell
+    from ablate.run import is_rank_zero, run_cell
 
     multirun = _is_multirun()
+    if not multirun:
+        _refuse_sweep_file_without_multirun()
     if cfg.run.plan and not multirun:  # (a multirun prints its plan in SweepCallback before launching)
         from ablate.plan import describe, plan_cells
 
@@ -60,7 +74,7 @@ def main(cfg: DictConfig):
         from ablate import cell as C
 
         row = C.read_row(C.cell_dir(cfg)) or {"status": "failed", "error": str(e)}
-    if multirun:
+    if multirun and is_rank_zero():
         _record(row)
     return row.get("status")
 

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from omegaconf import DictConfig
 
@@ -19,9 +19,15 @@ class PlannedCell:
     cell_id: str
     stage1_id: str
     axes: dict
-    status: str          # complete | failed | running | todo
+    status: str          # complete | failed | running | todo | duplicate (the same cell as an earlier job)
     stage1_done: bool
-    gpu_hours: float     # estimate for what is still to run
+    gpu_hours: float     # estimate for what is still to run (a shared stage 1 is counted at its first cell)
+    force: bool = False  # run.force: a complete cell is redone
+    metrics: dict = field(default_factory=dict)   # eval metrics of a complete row
+
+    @property
+    def to_run(self) -> bool:
+        return self.status != "duplicate" and (self.status != "complete" or self.force)
 
 
 def approx_params(arch: dict) -> int:
@@ -61,40 +67,54 @@ def estimate_gpu_hours(cfg: DictConfig, stage: str) -> float:
 
 
 def plan_cells(jobs: list[DictConfig]) -> list[PlannedCell]:
+    """Each job's cell: its status from its row, whether its stage 1 exists, and the GPU-hours still to spend."""
     out = []
+    seen: set[str] = set()
     counted: set[str] = set()  # a shared stage 1 is paid for once
     for job in jobs:
-        cdir, s1 = C.cell_dir(job), C.stage1_dir(job)
-        row = C.read_row(cdir)
-        status = row["status"] if row else "todo"
-        stage1_done = (s1 / "weights.pt").exists()
-        hours = 0.0
-        if status != "complete" or job.run.force:
-            hours = estimate_gpu_hours(job, "instruct")
-            if not stage1_done and C.stage1_id(job) not in counted:
-                hours += estimate_gpu_hours(job, "align")
-                counted.add(C.stage1_id(job))
-        out.append(PlannedCell(C.cell_id(job), C.stage1_id(job), C.axes(job), status, stage1_done, hours))
+        cid, sid = C.cell_id(job), C.stage1_id(job)
+        row = C.read_row(C.cell_dir(job))
+        status = "duplicate" if cid in seen else (row["status"] if row else "todo")
+        seen.add(cid)
+        metrics = {k: v for k, v in (row or {}).get("metrics", {}).items() if k.startswith("eval/")}
+        p = PlannedCell(cid, sid, C.axes(job), status, C.stage_done(C.stage1_dir(job)), 0.0,
+                        bool(job.run.force), metrics if status == "complete" else {})
+        if p.to_run:
+            p.gpu_hours = estimate_gpu_hours(job, "instruct")
+            if not p.stage1_done and sid not in counted:
+                p.gpu_hours += estimate_gpu_hours(job, "align")
+                counted.add(sid)
+        out.append(p)
     return out
 
 
 def describe(plan: list[PlannedCell]) -> str:
+    """The plan as text: cells grouped by the stage-1 artifact they share, with status and GPU-hours."""
     by_status = defaultdict(int)
     for p in plan:
         by_status[p.status] += 1
     groups = defaultdict(list)
     for p in plan:
         groups[p.stage1_id].append(p)
-    # Stage-1 work is counted once per shared artifact, not once per cell.
-    lines = [f"ablate plan: {len(plan)} cells: " + ", ".join(f"{n} {s}" for s, n in sorted(by_status.items())),
-             f"  stage-1 artifacts: {len(groups)} ({sum(1 for g in groups.values() if g[0].stage1_done)} done)"]
+    n_run = sum(p.to_run for p in plan)
+    s1_todo = sum(1 for g in groups.values() if not g[0].stage1_done and any(p.to_run for p in g))
+    lines = [f"ablate plan: {len(plan)} cells ({', '.join(f'{n} {s}' for s, n in sorted(by_status.items()))}); "
+             f"{n_run} to run",
+             f"  stage-1 artifacts: {len(groups)} ({sum(1 for g in groups.values() if g[0].stage1_done)} done, "
+             f"{s1_todo} to train), shared by {sum(len(g) for g in groups.values() if len(g) > 1)} cells"]
     for sid, cells in groups.items():
         ax = cells[0].axes
         lines.append(f"  stage1 {sid} [{'done' if cells[0].stage1_done else 'todo'}] encoder={ax['encoder']} "
-                     f"resolution={ax['resolution']} lm={ax['lm']} seed={ax['seed']} -> {len(cells)} cell(s)")
+                     f"resolution={ax['resolution']} lm={ax['lm']} seed={ax['seed']} -> {len(cells)} cell(s)"
+                     + (" (shared)" if len(cells) > 1 else ""))
         for p in cells:
             rest = " ".join(f"{k}={v}" for k, v in p.axes.items() if k in ("tuning", "freeze", "data", "scale"))
-            lines.append(f"    cell {p.cell_id} [{p.status}] {rest}  ~{p.gpu_hours:.2f} GPU-h")
-    lines.append(f"  estimated GPU-hours still to run: {sum(p.gpu_hours for p in plan):.2f} "
+            what = "redo (run.force)" if p.status == "complete" and p.force else p.status
+            lines.append(f"    cell {p.cell_id} [{what}] {rest}" + (f"  ~{_hours(p.gpu_hours)} GPU-h" if p.to_run else ""))
+    lines.append(f"  estimated GPU-hours still to run: {_hours(sum(p.gpu_hours for p in plan))} "
                  "(6*N*T FLOPs at run.assumed_mfu of run.gpu_peak_tflops)")
     return "\n".join(lines)
+
+
+def _hours(h: float) -> str:
+    return f"{h:.2f}" if h >= 0.01 or h == 0 else f"{h:.1e}"

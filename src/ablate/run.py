@@ -1,4 +1,10 @@
-"""Run one cell: skip it when its row is complete, else stage 1 (shared), stage 2, evaluation, one row."""
+"""Run one cell: skip it when its row is complete, else stage 1 (shared), stage 2, evaluation, one row.
+
+Every step can be interrupted and re-run: a stage that finished left its `result.json` (written last, after
+its weights) and is not trained again; an unfinished stage resumes from its last checkpoint. With several
+ranks (DDP/FSDP), every rank runs this function; rank 0 alone takes locks, writes rows and evaluates, and
+tells the other ranks what it decided (ablate.ranks).
+"""
 from __future__ import annotations
 
 import fcntl
@@ -14,6 +20,7 @@ import torch
 from omegaconf import DictConfig
 
 from ablate import cell as C
+from ablate import ranks
 from ablate.config import ConfigError, validate
 
 log = logging.getLogger("ablate")
@@ -38,8 +45,7 @@ def peak_memory_mb() -> float:
 
 
 def is_rank_zero() -> bool:
-    import os
-    return int(os.environ.get("RANK", os.environ.get("SLURM_PROCID", os.environ.get("LOCAL_RANK", 0)))) == 0
+    return ranks.global_rank() == 0
 
 
 def run_cell(cfg: DictConfig) -> dict:
@@ -49,22 +55,28 @@ def run_cell(cfg: DictConfig) -> dict:
     if existing and existing.get("status") == "complete" and not cfg.run.force:
         log.info("cell %s is complete (%s); skipping. Set run.force=true to redo it.", cdir.name, cdir)
         return existing
+    rank0 = is_rank_zero()
     row = C.new_row(cfg, "running")
     try:
         validate(cfg)
-        if cfg.run.force and cdir.exists():
+        # force redoes a *complete* cell. An incomplete one (a requeued or re-run job of a forced sweep) keeps
+        # its checkpoints, so a preempted forced cell resumes instead of starting over on every requeue.
+        if rank0 and cfg.run.force and existing and existing.get("status") == "complete":
             shutil.rmtree(cdir)  # stage 1 is shared and kept; this cell's stage 2 and eval are redone
-        if is_rank_zero():
+        if rank0:
             C.write_json(cdir / "result.json", row)
         _compute(cfg, cdir, row)
     except BaseException as e:  # noqa: BLE001 - every failure must leave a `failed` row, even Ctrl-C
         row.update(status="failed", error=f"{type(e).__name__}: {e}")
-        if is_rank_zero():
+        if isinstance(e, SystemExit):  # submitit's requeue on timeout/preemption exits this way
+            row["error"] += " (interrupted; re-running the cell resumes from its last checkpoint)"
+        if rank0:
             C.atomic_write_text(cdir / "error.txt", traceback.format_exc())
             C.write_json(cdir / "result.json", row)
+            ranks.abort(cfg, cdir, row["error"])   # other ranks waiting on a decision stop instead of hanging
         raise
     finally:
-        if is_rank_zero():  # W&B: the row's metrics into the run summary, then wandb.finish() before the next cell
+        if rank0:  # W&B: the row's metrics into the run summary, then wandb.finish() before the next cell
             from ablate.train.logging import finish_logging
             finish_logging(cfg, row)
     return row
@@ -74,16 +86,13 @@ def _compute(cfg: DictConfig, cdir: Path, row: dict) -> None:
     import lightning as L
 
     from ablate.data import resolve_data
-    from ablate.data.conversation import get_template
     from ablate.data.tokenizer import build_tokenizer
     from ablate.eval.run import evaluate_cell
     from ablate.models.adapt import configure_stage, param_table
     from ablate.models.build import build_vlm
-    from ablate.train.flops import train_flops
-    from ablate.train.logging import make_logger
-    from ablate.train.stage import run_stage
 
     t_start = time.perf_counter()
+    rank0 = is_rank_zero()
     L.seed_everything(int(cfg.seed), workers=True, verbose=False)
     data = resolve_data(cfg)
     tokenizer = build_tokenizer(cfg)
@@ -91,29 +100,24 @@ def _compute(cfg: DictConfig, cdir: Path, row: dict) -> None:
     row["params"]["total"] = sum(p.numel() for p in vlm.parameters())
     compute = row["compute"]
     compute.update(wall_s={}, device="cuda" if torch.cuda.is_available() else "cpu", tokens_seen=0, train_flops=0.0)
-    s1 = C.stage1_dir(cfg)
 
     # ---- stage 1: align (projector only), shared by every cell with the same stage-1 identity ----------
     configure_stage(vlm, "align", cfg)
     row["params"]["stage1"] = _params(param_table(vlm))
-    with file_lock(s1 / ".lock"):
-        shared = (s1 / "weights.pt").exists()
-        if not shared:
-            C.write_json(s1 / "stage1.json", {"stage1_id": s1.name, "identity": C.stage1_identity(cfg)})
-            ds = _dataset(cfg, data["align_json"], data["image_folder"], tokenizer, get_template("plain"), "align")
-            res = run_stage(vlm, "align", cfg, ds, _collator(tokenizer), s1, make_logger(cfg, s1, "align"))
-            C.write_json(s1 / "result.json", {
-                "wall_s": res.wall_s, "steps": res.steps, "tokens_seen": res.tokens_seen,
-                "images_seen": res.images_seen, "final_loss": res.final_loss,
-                "train_flops": train_flops(vlm, res.tokens_seen, res.images_seen, cfg)})
-    s1_result = C.read_json(s1 / "result.json")
-    vlm.load_state_dict(torch.load(s1 / "weights.pt", map_location="cpu"), strict=False)
+    s1 = C.stage1_dir(cfg)
+    shared = _stage1(cfg, cdir, s1, vlm, tokenizer, data)
+    if shared or rank0:
+        # Loaded when shared; on rank 0 after training too (a no-op) so both paths end in the same state.
+        # Other ranks that trained keep their in-memory copy: rank 0 may not have written the file yet.
+        vlm.load_state_dict(torch.load(s1 / "weights.pt", map_location="cpu"), strict=False)
     compute["stage1_shared"] = shared
-    compute["wall_s"]["stage1"] = 0.0 if shared else s1_result["wall_s"]
-    row["metrics"]["train/stage1/loss"] = s1_result["final_loss"]
-    if not shared:
-        compute["tokens_seen"] += s1_result["tokens_seen"]
-        compute["train_flops"] += s1_result["train_flops"]
+    if rank0:
+        s1_result = C.read_json(s1 / "result.json")
+        compute["wall_s"]["stage1"] = 0.0 if shared else s1_result["wall_s"]
+        row["metrics"]["train/stage1/loss"] = s1_result["final_loss"]
+        if not shared:
+            compute["tokens_seen"] += s1_result["tokens_seen"]
+            compute["train_flops"] += s1_result["train_flops"]
 
     # ---- stage 2: instruct (freeze pattern, full or LoRA) -----------------------------------------------
     # Re-seed: stage 2 (LoRA init, dropout) must not depend on whether stage 1 ran here or was reused.
@@ -121,18 +125,22 @@ def _compute(cfg: DictConfig, cdir: Path, row: dict) -> None:
     vlm = configure_stage(vlm, "instruct", cfg)
     row["params"]["stage2"] = _params(param_table(vlm))
     s2 = cdir / "stage2"
-    ds = _dataset(cfg, data["instruct_json"], data["image_folder"], tokenizer, get_template(cfg.lm.template),
-                  "instruct")
-    res = run_stage(vlm, "instruct", cfg, ds, _collator(tokenizer), s2, make_logger(cfg, cdir, "instruct"))
-    compute["wall_s"]["stage2"] = res.wall_s
-    compute["resumed_from_step"] = res.resumed_from_step
-    compute["tokens_seen"] += res.tokens_seen
-    compute["train_flops"] += train_flops(vlm, res.tokens_seen, res.images_seen, cfg)
-    row["metrics"]["train/stage2/loss"] = res.final_loss
-    if not is_rank_zero():
+    # Rank 0 decides once whether stage 2 is already done (a re-run after a failure in evaluation).
+    done = ranks.agree(cfg, cdir, "stage2", lambda: C.stage_done(s2))
+    if done:
+        vlm.load_state_dict(torch.load(s2 / "weights.pt", map_location="cpu"), strict=False)
+        s2_result = C.read_json(s2 / "result.json") if rank0 else None
+    else:
+        s2_result = _train(cfg, vlm, "instruct", data, tokenizer, s2, cdir)
+    if not rank0:
         return
+    compute["wall_s"]["stage2"] = 0.0 if done else s2_result["wall_s"]
+    compute["resumed_from_step"] = s2_result["resumed_from_step"]
+    compute["tokens_seen"] += s2_result["tokens_seen"]
+    compute["train_flops"] += s2_result["train_flops"]
+    row["metrics"]["train/stage2/loss"] = s2_result["final_loss"]
 
-    # ---- evaluation --------------------------------------------------------------------------------------
+    # ---- evaluation (rank 0 only) ------------------------------------------------------------------------
     t0 = time.perf_counter()
     metrics, per_question = evaluate_cell(vlm, tokenizer, cfg, cdir, data)
     compute["wall_s"]["eval"] = time.perf_counter() - t0
@@ -140,12 +148,60 @@ def _compute(cfg: DictConfig, cdir: Path, row: dict) -> None:
     row["per_question"] = per_question
     compute["wall_s"]["total"] = time.perf_counter() - t_start
     compute["peak_mem_mb"] = peak_memory_mb()
-    n_gpu = int(cfg.trainer.devices) * int(cfg.trainer.num_nodes) if compute["device"] == "cuda" else 0
+    n_gpu = ranks.world_size(cfg) if compute["device"] == "cuda" else 0
     compute["gpu_hours"] = n_gpu * (compute["wall_s"]["stage1"] + compute["wall_s"]["stage2"]) / 3600
     row["status"] = "complete"
     C.write_json(cdir / "result.json", row)
     log.info("cell %s complete: %s", cdir.name,
              ", ".join(f"{k}={v:.3f}" for k, v in row["metrics"].items() if isinstance(v, float)))
+
+
+def _stage1(cfg: DictConfig, cdir: Path, s1: Path, vlm, tokenizer, data) -> bool:
+    """Make sure the stage-1 artifact exists; return True when it existed already (shared, not trained here).
+
+    Rank 0 holds the artifact's lock while it checks and trains, so two jobs never compute or write it twice.
+    The other ranks of this cell never touch the lock: they follow rank 0's decision (waiting on a lock that
+    rank 0 holds while it waits for them to join training would deadlock).
+    """
+    if not is_rank_zero():
+        shared = ranks.follow(cfg, cdir, "stage1")
+        if not shared:
+            _train(cfg, vlm, "align", data, tokenizer, s1, cdir)
+        return shared
+    with file_lock(s1 / ".lock"):
+        shared = C.stage_done(s1)
+        ranks.decide(cfg, cdir, "stage1", shared)
+        if not shared:
+            C.write_json(s1 / "stage1.json", {"stage1_id": s1.name, "identity": C.stage1_identity(cfg),
+                                              "trained_by": cdir.name})
+            _train(cfg, vlm, "align", data, tokenizer, s1, cdir)
+    return shared
+
+
+def _train(cfg: DictConfig, vlm, stage: str, data: dict, tokenizer, out: Path, cdir: Path) -> dict | None:
+    """Train one stage (resuming from out/ckpt if there is one); rank 0 writes out/result.json last."""
+    from ablate.data.conversation import get_template
+    from ablate.train.flops import train_flops
+    from ablate.train.logging import make_logger
+    from ablate.train.stage import run_stage
+
+    if stage == "align":
+        ds = _dataset(cfg, data["align_json"], data.get("align_image_folder", data["image_folder"]), tokenizer,
+                      get_template("plain"), "align")
+        logger = make_logger(cfg, out, "align")
+    else:
+        ds = _dataset(cfg, data["instruct_json"], data["image_folder"], tokenizer, get_template(cfg.lm.template),
+                      "instruct")
+        logger = make_logger(cfg, cdir, "instruct")
+    res = run_stage(vlm, stage, cfg, ds, _collator(tokenizer), out, logger)
+    if not is_rank_zero():
+        return None
+    result = {"wall_s": res.wall_s, "steps": res.steps, "tokens_seen": res.tokens_seen,
+              "images_seen": res.images_seen, "final_loss": res.final_loss,
+              "resumed_from_step": res.resumed_from_step,
+              "train_flops": train_flops(vlm, res.tokens_seen, res.images_seen, cfg)}
+    C.write_json(out / "result.json", result)  # after run_stage's weights.pt: the stage's "done" mark
+    return result
 
 
 def _params(table: dict) -> dict:
@@ -167,4 +223,4 @@ def _collator(tokenizer):
     return Collator(pad_token_id=tokenizer.pad_token_id, padding_side="right")
 
 
-__all__ = ["run_cell", "ConfigError"]
+__all__ = ["run_cell", "ConfigError", "file_lock"]
