@@ -53,7 +53,7 @@ class SweepCallback(Callback):
 
         name = sweeps.sweep_choice(config)
         if name:
-            errors = sweeps.sweep_file_errors(name)
+            errors = sweeps.sweep_file_errors(name, config)
             if errors:
                 _stop("fix the sweep file first:\n  - " + "\n  - ".join(errors))
         overrides = sweeps.job_overrides(config)

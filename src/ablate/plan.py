@@ -40,7 +40,7 @@ def approx_params(arch: dict) -> int:
 
 
 def estimate_gpu_hours(cfg: DictConfig, stage: str) -> float:
-    """6*N*T FLOPs (backward through everything above the lowest trained module), at an assumed MFU."""
+    """2-6*N*T FLOPs (see _flops_per_token), at an assumed MFU of the peak throughput."""
     from ablate.models.encoder import num_image_tokens
 
     arch_key = "tiny" if cfg.scale.arch == "tiny" else None
@@ -59,11 +59,21 @@ def estimate_gpu_hours(cfg: DictConfig, stage: str) -> float:
     n_enc, n_lm = approx_params(enc), approx_params(lm)
     lm_tokens = samples * (l_img + stats[f"{stage}_text_tokens"])
     enc_tokens = samples * l_img
-    train_enc = stage == "instruct" and bool(cfg.freeze.get("train_encoder"))
-    flops = 2 * n_enc * enc_tokens * (3 if train_enc else 1) + 6 * n_lm * lm_tokens
+    flops = _flops_per_token(cfg, stage, "encoder") * n_enc * enc_tokens + \
+        _flops_per_token(cfg, stage, "lm") * n_lm * lm_tokens
     peak = float(cfg.run.get("gpu_peak_tflops", 989.0)) * 1e12   # H100 SXM bf16 dense
     mfu = float(cfg.run.get("assumed_mfu", 0.35))
     return flops / (peak * mfu) / 3600
+
+
+def _flops_per_token(cfg: DictConfig, stage: str, module: str) -> int:
+    """FLOPs per parameter and position: forward 2; backward 2 for activation gradients (needed in the LM
+    always, since the projector below it trains) and 2 more for weight gradients of fully trained weights."""
+    trains = stage == "instruct" and bool(cfg.freeze.get("train_" + module))
+    lora = cfg.tuning.get("mode") == "lora" and cfg.tuning.get("targets") in (module, "both")
+    if module == "encoder":
+        return 2 + (2 if trains else 0) + (2 if trains and not lora else 0)
+    return 4 + (2 if trains and not lora else 0)
 
 
 def plan_cells(jobs: list[DictConfig]) -> list[PlannedCell]:
@@ -112,7 +122,7 @@ def describe(plan: list[PlannedCell]) -> str:
             what = "redo (run.force)" if p.status == "complete" and p.force else p.status
             lines.append(f"    cell {p.cell_id} [{what}] {rest}" + (f"  ~{_hours(p.gpu_hours)} GPU-h" if p.to_run else ""))
     lines.append(f"  estimated GPU-hours still to run: {_hours(sum(p.gpu_hours for p in plan))} "
-                 "(6*N*T FLOPs at run.assumed_mfu of run.gpu_peak_tflops)")
+                 "(2-6 FLOPs x params x positions at run.assumed_mfu of run.gpu_peak_tflops)")
     return "\n".join(lines)
 
 

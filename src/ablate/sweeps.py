@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from functools import lru_cache
+from pathlib import Path
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from ablate.config import CONF_DIR, options
@@ -75,10 +76,20 @@ def _values(key: str, value) -> list[str]:
     return [ov.get_value_element_as_str()]
 
 
-def sweep_file_errors(name: str) -> list[str]:
-    """What is wrong with conf/sweep/<name>.yaml: no swept axis, unknown keys, unknown group options."""
-    path = SWEEP_DIR / f"{name}.yaml"
-    where = f"sweeps/{name}.yaml"
+def sweep_file(name: str, config: DictConfig | None = None) -> Path:
+    """The file `+sweep=<name>` loads: ablate's own, or one in a directory on hydra.searchpath."""
+    sources = OmegaConf.select(config, "hydra.runtime.config_sources", default=None) if config is not None else None
+    for src in sources or []:
+        path = Path(str(src.path)) / "sweep" / f"{name}.yaml"
+        if src.schema == "file" and path.is_file():
+            return path
+    return SWEEP_DIR / f"{name}.yaml"
+
+
+def sweep_file_errors(name: str, config: DictConfig | None = None) -> list[str]:
+    """What is wrong with the sweep file `name`: no swept axis, unknown keys, unknown group options."""
+    path = sweep_file(name, config)
+    where = f"sweeps/{name}.yaml" if path.parent == SWEEP_DIR else str(path)
     raw = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
     params = ((raw.get("hydra") or {}).get("sweeper") or {}).get("params") or {}
     errors, swept = [], []
