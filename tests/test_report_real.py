@@ -163,16 +163,19 @@ def test_units_follow_per_question_evidence_not_size(tmp_path):
     from ablate.results import collect, units
 
     # 1 of 200 right = 0.5 %: under 1, yet a percentage (the per-question mean is 0.005)
+    real, hand = tmp_path / "real", tmp_path / "hand"
     s = binary_scores(200, 0.005)
-    write_row(tmp_path, {"seed": 0}, {"eval/synth_vqa/accuracy": 0.5, "eval/synth_vqa/answer_type/other": 0.0,
-                                      "eval/mme/perception": 0.8, "eval/pope/f1": 0.7}, {"synth_vqa": s})
-    # hand-written fractions with their per-question file still read as fractions
-    write_row(tmp_path, {"seed": 1}, {"eval/gqa/accuracy": 0.25}, {"gqa": binary_scores(8, 0.25)})
-    u = units.metric_units(collect(tmp_path).table)
+    write_row(real, {"seed": 0}, {"eval/synth_vqa/accuracy": 0.5, "eval/synth_vqa/answer_type/other": 0.0,
+                                  "eval/mme/perception": 0.8, "eval/synth_mmb/accuracy": 0.5}, {"synth_vqa": s})
+    u = units.metric_units(collect(real).table)
     assert u["eval/synth_vqa/accuracy"] == u["eval/synth_vqa/answer_type/other"] == units.PERCENT
-    assert u["eval/gqa/accuracy"] == units.FRACTION
     assert u["eval/mme/perception"] == units.RAW                       # MME: a sum, never rescaled
-    assert u["eval/pope/f1"] == units.FRACTION                         # no evidence: all in [0, 1] -> fraction
+    # CircularEval is no per-question mean, so synth_mmb has no evidence of its own: it follows the root
+    assert u["eval/synth_mmb/accuracy"] == units.PERCENT
+    # hand-written fractions with their per-question file still read as fractions, and so does their root
+    write_row(hand, {"seed": 1}, {"eval/gqa/accuracy": 0.25, "eval/pope/f1": 0.7}, {"gqa": binary_scores(8, 0.25)})
+    u = units.metric_units(collect(hand).table)
+    assert u["eval/gqa/accuracy"] == u["eval/pope/f1"] == units.FRACTION
 
 
 def test_units_zero_column_is_percent_and_tables_keep_percent(tmp_path):

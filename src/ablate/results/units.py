@@ -4,9 +4,10 @@ The row contract (docs/architecture.md) puts eval metrics in the papers' units: 
 perception / cognition / per-subtask scores as sums of percentages. Rows written by hand or by older code
 may hold fractions (0-1) instead. Magnitude alone cannot tell the two apart -- a tiny cell's 0.5 %
 accuracy, or a column of zeros, looks like a fraction -- so the per-question files decide wherever they
-can (a metric that is the mean of its per-question scores is so at x1 or at x100), per benchmark. Only a
-benchmark with no such evidence falls back to magnitude: fractions if every value lies in [0, 1] and one
-is non-zero, else the contract's percentages.
+can (a metric that is the mean of its per-question scores is so at x1 or at x100), per benchmark; a
+benchmark without evidence of its own takes the root's. Only a root with no such evidence at all falls
+back to magnitude: fractions if every value of a benchmark lies in [0, 1] and one is non-zero, else the
+contract's percentages.
 """
 from __future__ import annotations
 
@@ -66,9 +67,14 @@ def metric_units(table: pd.DataFrame) -> dict[str, str]:
             units[m] = RAW                     # losses, MME sums
         else:
             by_bench.setdefault(bench, []).append(m)
+    # a benchmark with no evidence of its own (CircularEval, F1: not per-question means) follows the rest of
+    # the root -- one producer writes one unit -- and only a root with no evidence at all goes by size
+    scales = list(evidence.values())
+    overall = (1.0 if scales.count(1.0) > scales.count(100.0) else 100.0) if scales else None
     for bench, ms in by_bench.items():
-        if bench in evidence:
-            unit = FRACTION if evidence[bench] == 1.0 else PERCENT
+        scale = evidence.get(bench, overall)
+        if scale is not None:
+            unit = FRACTION if scale == 1.0 else PERCENT
         else:
             vals = table.loc[table["metric"].isin(ms), "value"].dropna()
             unit = FRACTION if len(vals) and (vals.abs() <= 1.0).all() and (vals != 0).any() else PERCENT
