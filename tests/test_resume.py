@@ -1,7 +1,9 @@
-"""A cell killed hard in the middle of stage 2 and run again ends bit for bit where an uninterrupted run ends.
+"""A cell interrupted in the middle of stage 2 and run again ends bit for bit where an uninterrupted run ends.
 
-The interrupted run is SIGKILLed (no handler runs, nothing is flushed) as soon as its first stage-2
-checkpoint exists; the re-run resumes from that checkpoint with the same data order and RNG state.
+Killed: SIGKILL (no handler runs, nothing is flushed) as soon as its first stage-2 checkpoint exists; the
+re-run resumes from that checkpoint with the same data order and RNG state.
+Signalled: SLURM's USR2 warning under a submitit-like handler; ablate checkpoints at the next optimizer step,
+hands the signal on (the handler exits, as submitit's does after requeueing), and the re-run resumes there.
 """
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -54,10 +57,25 @@ def _kill_once_checkpointed(root: Path, data_root: Path, timeout: float = 900) -
             proc.wait()
 
 
-@pytest.mark.slow
-def test_killed_cell_resumes_to_the_same_result(tmp_path, data_root):
-    reference = _run(tmp_path / "uninterrupted", data_root)
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, data_root) -> tuple[dict, Path]:
+    """The cell run once without interruption: its row and its cell folder."""
+    root = tmp_path_factory.mktemp("uninterrupted")
+    row = _run(root, data_root)
+    return row, root / "cells" / row["cell_id"]
 
+
+def _same_result(resumed: dict, cdir: Path, reference) -> None:
+    row, ref_dir = reference
+    assert resumed["status"] == "complete" and resumed["cell_id"] == row["cell_id"]
+    # Every metric (training losses and every benchmark score) equal, and the trained weights bit for bit.
+    assert resumed["metrics"] == row["metrics"]
+    a, b = torch.load(ref_dir / "stage2" / "weights.pt"), torch.load(cdir / "stage2" / "weights.pt")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.slow
+def test_killed_cell_resumes_to_the_same_result(tmp_path, data_root, reference):
     root = tmp_path / "killed"
     step = _kill_once_checkpointed(root, data_root)
     assert 2 <= step < 8, step
@@ -66,11 +84,38 @@ def test_killed_cell_resumes_to_the_same_result(tmp_path, data_root):
     assert not (cdir / "stage2" / "result.json").exists()
 
     resumed = _run(root, data_root)
-    assert resumed["status"] == "complete"
     assert resumed["compute"]["resumed_from_step"] == step
-    assert resumed["cell_id"] == reference["cell_id"]
-    # Every metric (training losses and every benchmark score) equal, and the trained weights bit for bit.
-    assert resumed["metrics"] == reference["metrics"]
-    a = torch.load(tmp_path / "uninterrupted" / "cells" / cdir.name / "stage2" / "weights.pt")
-    b = torch.load(cdir / "stage2" / "weights.pt")
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    _same_result(resumed, cdir, reference)
+
+
+# What submitit does on SLURM's USR2 warning: its handler requeues the job and exits (here: exit code 3).
+SUBMITIT_LIKE = ("import signal, sys\n"
+                 "signal.signal(signal.SIGUSR2, lambda *a: sys.exit(3))\n"
+                 "from ablate.cli import main\n"
+                 "sys.argv = ['ablate', *sys.argv[1:]]\n"
+                 "main()\n")
+
+
+@pytest.mark.slow
+def test_signalled_cell_checkpoints_hands_on_and_resumes(tmp_path, data_root, reference):
+    root = tmp_path / "signalled"
+    proc = subprocess.Popen([sys.executable, "-c", SUBMITIT_LIKE, *CELL, f"paths.root={root}",
+                             f"paths.data_root={data_root}"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, start_new_session=True)
+    deadline = time.monotonic() + 900
+    while not list((root / "cells").glob("*/stage2/ckpt/last.ckpt")):   # stage 2 is training
+        assert proc.poll() is None and time.monotonic() < deadline, "no stage-2 checkpoint in time"
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGUSR2)
+    log, _ = proc.communicate(timeout=600)
+    # ablate's handler noted the signal, saved at the next optimizer step, then handed it to "submitit".
+    assert proc.returncode == 3, log[-3000:]
+    assert "handing the signal to the requeue handler" in log, log[-3000:]
+    (cdir,) = (root / "cells").iterdir()
+    row = json.loads((cdir / "result.json").read_text())
+    assert row["status"] == "failed" and "interrupted" in row["error"]
+    saved = int(torch.load(cdir / "stage2" / "ckpt" / "last.ckpt", weights_only=False)["global_step"])
+
+    resumed = _run(root, data_root)
+    assert resumed["compute"]["resumed_from_step"] == saved > 2
+    _same_result(resumed, cdir, reference)

@@ -90,6 +90,7 @@ def _compute(cfg: DictConfig, cdir: Path, row: dict) -> None:
     from ablate.eval.run import evaluate_cell
     from ablate.models.adapt import configure_stage, param_table
     from ablate.models.build import build_vlm
+    from ablate.train import preempt
 
     t_start = time.perf_counter()
     rank0 = is_rank_zero()
@@ -141,6 +142,9 @@ def _compute(cfg: DictConfig, cdir: Path, row: dict) -> None:
     row["metrics"]["train/stage2/loss"] = s2_result["final_loss"]
 
     # ---- evaluation (rank 0 only) ------------------------------------------------------------------------
+    # Training is saved: from here a SLURM warning requeues at once (benchmark results are cached).
+    preempt.hand_on()
+    preempt.release()
     t0 = time.perf_counter()
     metrics, per_question = evaluate_cell(vlm, tokenizer, cfg, cdir, data)
     compute["wall_s"]["eval"] = time.perf_counter() - t0
@@ -182,6 +186,7 @@ def _train(cfg: DictConfig, vlm, stage: str, data: dict, tokenizer, out: Path, c
     """Train one stage (resuming from out/ckpt if there is one); rank 0 writes out/result.json last."""
     from ablate.data.conversation import get_template
     from ablate.train.flops import train_flops
+    from ablate.train import preempt
     from ablate.train.logging import make_logger
     from ablate.train.stage import run_stage
 
@@ -195,12 +200,14 @@ def _train(cfg: DictConfig, vlm, stage: str, data: dict, tokenizer, out: Path, c
         logger = make_logger(cfg, cdir, "instruct")
     res = run_stage(vlm, stage, cfg, ds, _collator(tokenizer), out, logger)
     if not is_rank_zero():
+        preempt.hand_on()
         return None
     result = {"wall_s": res.wall_s, "steps": res.steps, "tokens_seen": res.tokens_seen,
               "images_seen": res.images_seen, "final_loss": res.final_loss,
               "resumed_from_step": res.resumed_from_step,
               "train_flops": train_flops(vlm, res.tokens_seen, res.images_seen, cfg)}
     C.write_json(out / "result.json", result)  # after run_stage's weights.pt: the stage's "done" mark
+    preempt.hand_on()  # a SLURM warning that came during the stage's last step: requeue now that it is saved
     return result
 
 

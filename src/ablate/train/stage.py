@@ -15,6 +15,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig
 
 from ablate.train.module import VLMModule, trainable_state
+from ablate.train.preempt import CheckpointOnSignal
 
 log = logging.getLogger(__name__)
 
@@ -131,7 +132,9 @@ def run_stage(vlm, stage: str, cfg: DictConfig, dataset, collator, out_dir: Path
     every = max(1, int(cfg.trainer.checkpoint_every_n_steps))
     checkpoint = ModelCheckpoint(dirpath=ckpt_dir, filename="step{step}", every_n_train_steps=every,
                                  save_top_k=0, save_last=True, auto_insert_metric_name=False)
-    trainer = build_trainer(cfg, steps, module.accumulate, out_dir, logger, [checkpoint])
+    # On SLURM's USR2 warning: checkpoint at the next optimizer step, then submitit requeues (train/preempt.py).
+    on_signal = CheckpointOnSignal(ckpt_dir / "last.ckpt")
+    trainer = build_trainer(cfg, steps, module.accumulate, out_dir, logger, [checkpoint, on_signal])
     last = ckpt_dir / "last.ckpt"
     resumed = 0
     if last.exists():
