@@ -107,7 +107,10 @@ def build(vlm, dataset, paths: list[Path], out: Path, *, device: str, bf16: bool
     tmp = out.with_name(out.name + f".tmp{os.getpid()}")
     arr = None
     try:
-        loader = DataLoader(_Pixels(dataset, rows), batch_size=batch_size, num_workers=num_workers)
+        # its own generator: drawing the loader's seed from the global RNG would shift the dropout masks of
+        # the training that follows, and the cached run would no longer match the uncached one
+        loader = DataLoader(_Pixels(dataset, rows), batch_size=batch_size, num_workers=num_workers,
+                            generator=torch.Generator())
         k = 0
         for pixels in loader:
             with amp:
@@ -176,6 +179,8 @@ def use_feature_cache(vlm, cfg, dataset, collator, *, device: str, bf16: bool):
 
     Only for a frozen encoder: with a trainable one the features change every step.
     """
+    from ablate.train.stage import resolve_num_workers
+
     if any(p.requires_grad for p in vlm.encoder.parameters()):
         raise ValueError("trainer.feature_cache=true needs a frozen encoder (stage 1 freezes it); the encoder of "
                          "this stage trains, so its features change every step")
@@ -190,7 +195,7 @@ def use_feature_cache(vlm, cfg, dataset, collator, *, device: str, bf16: bool):
             (folder / "key.json").write_text(json.dumps(key, indent=1, default=str))
             npy.with_suffix(".json").write_text(json.dumps([str(p) for p in paths]))
             build(vlm, dataset, paths, npy, device=device, bf16=bf16,
-                  num_workers=int(cfg.trainer.get("num_workers", 0)))
+                  num_workers=resolve_num_workers(cfg))
         else:
             log.info("feature cache: reusing %s (%d images)", npy, len(paths))
     return CachedFeatures(dataset, npy, paths, bf16), FeatureCollator(collator)

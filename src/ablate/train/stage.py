@@ -46,6 +46,18 @@ def _accelerator(cfg: DictConfig) -> str:
     return acc
 
 
+def resolve_num_workers(cfg: DictConfig) -> int:
+    """`trainer.num_workers: auto`: none on CPU (the model's threads use every core, and measured loading is
+    several times faster than a tiny step: benchmarks/dataload.py); on GPU several per device, so image
+    decoding overlaps the step instead of adding to it."""
+    w = cfg.trainer.num_workers
+    if w != "auto":
+        return int(w)
+    if _accelerator(cfg) != "gpu":
+        return 0
+    return max(1, min(8, (os.cpu_count() or 2) // max(1, int(cfg.trainer.devices)) - 1))
+
+
 def plan_steps(cfg: DictConfig, stage: str, dataset_len: int) -> tuple[int, int]:
     """(optimizer steps, gradient accumulation) for a stage from its global batch and length settings."""
     s = cfg.scale[STAGE_KEYS[stage]]
@@ -72,7 +84,7 @@ def build_module(vlm, stage: str, cfg: DictConfig, dataset, collator) -> VLMModu
     return VLMModule(vlm, stage, lr=float(s.lr), weight_decay=float(s.weight_decay),
                      warmup_ratio=float(s.warmup_ratio), total_steps=steps,
                      micro_batch_size=int(s.micro_batch_size), accumulate=accumulate, seed=int(cfg.seed),
-                     dataset=dataset, collator=collator, num_workers=int(cfg.trainer.num_workers),
+                     dataset=dataset, collator=collator, num_workers=resolve_num_workers(cfg),
                      image_tokens=num_image_tokens(cfg.encoder, int(cfg.resolution)),
                      length_grouping=bool(cfg.trainer.get("length_grouping", False)),
                      log_every_n_steps=int(cfg.trainer.log_every_n_steps))
@@ -81,11 +93,15 @@ def build_module(vlm, stage: str, cfg: DictConfig, dataset, collator) -> VLMModu
 def build_trainer(cfg: DictConfig, steps: int, accumulate: int, out_dir: Path, logger=None,
                   callbacks: list | None = None) -> L.Trainer:
     """The Lightning Trainer of a stage (the benchmarks time this very object against a plain loop)."""
+    from lightning.pytorch.callbacks import TQDMProgressBar
+
+    # The bar redraws when the loss is logged, not every step: fewer lines in SLURM logs, less per-step work.
+    bar = TQDMProgressBar(refresh_rate=max(1, int(cfg.trainer.log_every_n_steps)))
     return L.Trainer(
         accelerator=_accelerator(cfg), devices=cfg.trainer.devices, num_nodes=cfg.trainer.num_nodes,
         strategy=cfg.trainer.strategy, precision=resolve_precision(cfg), max_steps=steps, max_epochs=-1,
         accumulate_grad_batches=accumulate, gradient_clip_val=cfg.trainer.max_grad_norm or None,
-        logger=logger if logger is not None else False, callbacks=list(callbacks or []), plugins=_plugins(cfg),
+        logger=logger if logger is not None else False, callbacks=[*(callbacks or []), bar], plugins=_plugins(cfg),
         enable_model_summary=False, num_sanity_val_steps=0, use_distributed_sampler=False,
         log_every_n_steps=int(cfg.trainer.log_every_n_steps), default_root_dir=str(out_dir),
         deterministic=bool(cfg.trainer.deterministic), limit_val_batches=0,
