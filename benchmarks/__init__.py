@@ -1,0 +1,1 @@
+"""ablate's benchmark suite: framework overhead, training optimisations, generation, data loading, sweep cost."""
