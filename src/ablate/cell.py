@@ -28,7 +28,7 @@ _NOT_IDENTITY = {
 _TRAINER_NOT_IDENTITY = {
     "num_workers", "log_every_n_steps", "checkpoint_every_n_steps", "gradient_checkpointing",
     "attn_implementation", "compile", "accelerator", "devices", "num_nodes", "strategy",
-    "feature_cache",
+    "feature_cache", "fused_gelu",
 }
 # Result-changing switches added later: left out of the id at their default, so existing cell ids stay valid.
 _TRAINER_ID_IF_SET = {"length_grouping": False}
