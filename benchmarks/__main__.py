@@ -36,6 +36,7 @@ def _suite(quick: bool, with_compile: bool, t_start: float):
     yield "labelled_logits_align", lambda: train_opts.labelled_logits(n, "align")
     yield "labelled_logits_instruct", lambda: train_opts.labelled_logits(n, "instruct")
     yield "attention", lambda: train_opts.attention(n)
+    yield "fused_gelu", lambda: train_opts.fused_gelu(n)
     yield "gradient_checkpointing", lambda: train_opts.checkpointing(n)
     yield "length_grouping", lambda: train_opts.length_grouping(n)
     yield "feature_cache", lambda: train_opts.feature_cache(n)

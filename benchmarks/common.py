@@ -64,6 +64,10 @@ def build_cell(cfg, stage: str = "instruct", seed: int = 0) -> Cell:
     configure_stage(vlm, "align", cfg)
     if stage == "instruct":
         vlm = configure_stage(vlm, "instruct", cfg)
+    if cfg.trainer.get("fused_gelu", True):       # what run_stage does before training
+        from ablate.train.fused import fuse_gelu
+
+        fuse_gelu(vlm)
     align = stage == "align"
     ds = LlavaDataset(data["align_json" if align else "instruct_json"], data["image_folder"], tok,
                       get_template("plain" if align else cfg.lm.template), stage, resolution=int(cfg.resolution),

@@ -77,6 +77,10 @@ def build(cfg, device: str, tiny: bool):
     except Exception as e:  # noqa: BLE001 - fall back to building on the CPU and moving
         print(f"building on {device} failed ({type(e).__name__}: {e}); building on the CPU", file=sys.stderr)
         vlm = build_vlm(cfg, tok).to(device)
+    if cfg.trainer.get("fused_gelu", True):      # as run_stage does before training
+        from ablate.train.fused import fuse_gelu
+
+        fuse_gelu(vlm)
     return vlm, tok
 
 

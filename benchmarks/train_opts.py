@@ -63,6 +63,15 @@ def attention(n: int) -> dict:
                    "instruct", n, "stage 2, tiny cell: trainer.attn_implementation eager (baseline) vs sdpa")
 
 
+def fused_gelu(n: int) -> dict:
+    a = build_cell(tiny_cfg("trainer.fused_gelu=false"), "instruct")
+    b = build_cell(tiny_cfg(), "instruct")
+    batches = batches_in_order(a, n, 16)
+    tokens = sum(lm_tokens(x, _image_tokens(a.cfg)) for x in batches)
+    return {"name": "fused_gelu", "what": "stage 2, tiny cell: Phi-2's gelu_new (baseline) vs torch's fused tanh "
+            "GELU (trainer.fused_gelu)", **paired(train_step_fn(a.vlm), train_step_fn(b.vlm), batches, batches, tokens)}
+
+
 def saved_activation_bytes(vlm, batch) -> int:
     """Bytes autograd keeps for backward during one forward (the activation memory, device-independent)."""
     total = 0

@@ -1,7 +1,8 @@
 """Each speed switch keeps a tiny cell's numbers: losses with and without it agree within a stated tolerance.
 
 Tolerances (absolute, on losses of about 4-7):
-  attention sdpa vs eager, gradient checkpointing, torch.compile: 1e-4 (float rounding of another kernel order)
+  sdpa vs eager attention, gradient checkpointing, fused GELU,
+  torch.compile:                                                  1e-4 (float rounding of another kernel order)
   feature cache, length-grouped batching of the same samples:     1e-5 (same math; padding and batch order)
   bf16 autocast on CPU vs fp32:                                   5e-2 (precision is part of the cell id)
 Length grouping changes which samples share a batch, so a run's losses change: it is checked to keep each
@@ -85,6 +86,17 @@ def test_sdpa_attention_matches_eager(data_root, tmp_path):
 
 def test_gradient_checkpointing_keeps_losses(data_root, tmp_path):
     a, b = _compare(data_root, tmp_path, [], ["trainer.gradient_checkpointing=true"])
+    assert max(abs(x - y) for x, y in zip(a, b)) < TOL_KERNEL, (a, b)
+
+
+def test_fused_gelu_keeps_losses(data_root, tmp_path):
+    from ablate.train.fused import fuse_gelu
+
+    va, ds, col = _cell(_cfg(data_root, tmp_path), "instruct")
+    vb, _, _ = _cell(_cfg(data_root, tmp_path), "instruct")
+    assert fuse_gelu(vb) == 2 and fuse_gelu(vb) == 0          # Phi-2's two MLPs; idempotent
+    batches = _batches(ds, col)
+    a, b = _losses(va, batches), _losses(vb, batches)
     assert max(abs(x - y) for x, y in zip(a, b)) < TOL_KERNEL, (a, b)
 
 
@@ -212,7 +224,7 @@ def test_length_grouping_is_part_of_the_cell_id(tmp_path):
     base, grouped = compose([], root=tmp_path), compose(["trainer.length_grouping=true"], root=tmp_path)
     assert cell_id(base) != cell_id(grouped) and stage1_id(base) != stage1_id(grouped)
     for switch in ("trainer.feature_cache=true", "trainer.compile=true", "trainer.attn_implementation=eager",
-                   "trainer.gradient_checkpointing=true", "trainer.num_workers=2"):
+                   "trainer.gradient_checkpointing=true", "trainer.num_workers=2", "trainer.fused_gelu=false"):
         assert cell_id(compose([switch], root=tmp_path)) == cell_id(base), switch
 
 

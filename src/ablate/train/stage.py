@@ -135,6 +135,10 @@ def run_stage(vlm, stage: str, cfg: DictConfig, dataset, collator, out_dir: Path
 
     Writes out_dir/weights.pt (trainable weights only) last, atomically: its presence means the stage is done.
     """
+    if cfg.trainer.get("fused_gelu", True):
+        from ablate.train.fused import fuse_gelu
+
+        fuse_gelu(vlm)
     if stage == "align" and cfg.trainer.get("feature_cache", False):
         from ablate.train.feature_cache import use_feature_cache
 
