@@ -151,7 +151,10 @@ def run_stage(vlm, stage: str, cfg: DictConfig, dataset, collator, out_dir: Path
     ckpt_dir = out_dir / "ckpt"
     every = max(1, int(cfg.trainer.checkpoint_every_n_steps))
     checkpoint = ModelCheckpoint(dirpath=ckpt_dir, filename="step{step}", every_n_train_steps=every,
-                                 save_top_k=0, save_last=True, auto_insert_metric_name=False)
+                                 save_top_k=0, save_last=True, auto_insert_metric_name=False,
+                                 # always last.ckpt: resuming reads only that name, and after a resume (or a
+                                 # save on SLURM's signal) Lightning would otherwise write last-v1.ckpt
+                                 enable_version_counter=False)
     # On SLURM's USR2 warning: checkpoint at the next optimizer step, then submitit requeues (train/preempt.py).
     on_signal = CheckpointOnSignal(ckpt_dir / "last.ckpt")
     trainer = build_trainer(cfg, steps, module.accumulate, out_dir, logger, [checkpoint, on_signal])
