@@ -15,6 +15,7 @@ A100 312e12; or --peak-tflops). Prints one JSON summary (and writes it to --out)
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import json
 import math
@@ -140,7 +141,7 @@ def run_phase(vlm, tok, cfg, stage: str, *, micro: int, text_len: int, steps: in
     batch = make_batch(vlm, tok, cfg, stage, micro, text_len, device)
     flops, lm_seq = flops_of(vlm, batch, cfg)
     out = {"stage": stage, "micro_batch": micro, "accumulate": accumulate, "lm_seq": lm_seq, "text_len": text_len,
-           "compile": compile_,
+           "compile": compile_, "precision": getattr(amp, "precision", "bf16 autocast"),
            "trainable_params": sum(p.numel() for p in vlm.parameters() if p.requires_grad),
            "model_flops_per_micro_step": flops["total"], "flops_breakdown": flops}
     if check_flops:
@@ -202,10 +203,11 @@ def main(argv=None) -> int:
     ap.add_argument("--stage1-micro", type=int, nargs="+", default=None, help="micro-batch sizes to try, stage 1")
     ap.add_argument("--stage2-micro", type=int, nargs="+", default=None, help="micro-batch sizes to try, stage 2")
     ap.add_argument("--no-compile", action="store_true", help="skip the torch.compile run of stage 2")
+    ap.add_argument("--no-fp32", action="store_true", help="skip the fp32 run of stage 1 (bf16's baseline)")
     ap.add_argument("--checkpointing", action="store_true", help="gradient checkpointing (both stages; "
                     "flop_counter_ratio then includes the recomputed forward)")
-    ap.add_argument("--accumulate", type=int, default=None, help="micro-batches per optimizer step (default 4, "
-                    "tiny 1)")
+    ap.add_argument("--accumulate", type=int, default=None, help="micro-batches per optimizer step (default 8, "
+                    "tiny 1; the paper's stage-2 batch of 128 on one GPU would be 32 at micro-batch 4)")
     ap.add_argument("--peak-tflops", type=float, default=None, help="peak dense bf16 TFLOP/s (default: by name)")
     ap.add_argument("--budget-s", type=float, default=270, help="skip optional phases past this many seconds")
     ap.add_argument("--out", default=None, help="also write the JSON summary here")
@@ -213,7 +215,7 @@ def main(argv=None) -> int:
     t_start = time.perf_counter()
     device = "cuda" if torch.cuda.is_available() else "cpu"
     tiny = args.tiny
-    steps = args.steps or (2 if tiny else 6)
+    steps = args.steps or (2 if tiny else 4)
     name = torch.cuda.get_device_name() if device == "cuda" else "cpu"
     peak = args.peak_tflops * 1e12 if args.peak_tflops else (peak_flops(name) if device == "cuda" else None)
     if device == "cuda":
@@ -222,6 +224,7 @@ def main(argv=None) -> int:
 
     def amp():
         return torch.autocast(device, dtype=torch.bfloat16, enabled=device == "cuda")
+    amp.precision = "bf16 autocast" if device == "cuda" else "fp32 (cpu)"
 
     cfg = compose(tiny)
     if args.checkpointing:
@@ -233,29 +236,56 @@ def main(argv=None) -> int:
                "params": sum(p.numel() for p in vlm.parameters()), "build_s": time.perf_counter() - t0,
                "attn_implementation": cfg.trainer.attn_implementation, "precision": "bf16 autocast" if device ==
                "cuda" else "fp32", "gradient_checkpointing": bool(args.checkpointing), "phases": []}
-    common = dict(vlm=vlm, tok=tok, cfg=cfg, steps=steps, warmup=1 if tiny else 2, device=device, amp=amp,
-                  peak=peak, accumulate=args.accumulate or (1 if tiny else 4))
+    common = dict(vlm=vlm, tok=tok, cfg=cfg, steps=steps, warmup=1, device=device, amp=amp,
+                  peak=peak, accumulate=args.accumulate or (1 if tiny else 8))
     s1 = args.stage1_micro or ([2] if tiny else [32, 16, 8])
     s2 = args.stage2_micro or ([2] if tiny else [8, 4, 2, 1])
+
+    def write() -> str:
+        ok = [p for p in summary["phases"] if p.get("stage") == "instruct" and p.get("mfu") is not None]
+        summary["stage2_best_mfu"] = max((p["mfu"] for p in ok), default=None)
+        s1 = {p.get("precision"): p for p in summary["phases"] if p.get("stage") == "align" and "tokens_per_s" in p}
+        if {"bf16 autocast", "fp32 (tf32 matmuls)"} <= set(s1):
+            bf16, f32 = s1["bf16 autocast"], s1["fp32 (tf32 matmuls)"]
+            summary["stage1_bf16_over_fp32_tokens_per_s"] = bf16["tokens_per_s"] / f32["tokens_per_s"]
+        summary["wall_s"] = time.perf_counter() - t_start
+        text = json.dumps(summary, indent=1, default=str)
+        if args.out:                          # after every phase: a run cut short still leaves its numbers
+            os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+            with open(args.out, "w") as f:
+                f.write(text)
+        return text
+
+    def phase(micros: list[int], **kw) -> dict:
+        try:
+            p = run_with_fallback(micros, **{**common, **kw})
+        except Exception as e:  # noqa: BLE001 - one failed phase must not lose the others' numbers
+            p = {"stage": kw["stage"], "compile": kw.get("compile_", False), "error": f"{type(e).__name__}: {e}"}
+            gc.collect()
+            if device == "cuda":
+                torch.cuda.empty_cache()
+        summary["phases"].append(p)
+        print(f"[{time.perf_counter() - t_start:.0f} s] {p['stage']} compile={p.get('compile')}: "
+              f"{p.get('error') or 'mfu=%s tokens/s=%.0f' % (p.get('mfu'), p.get('tokens_per_s', 0))}",
+              file=sys.stderr, flush=True)
+        write()
+        return p
+
+    def fp32():                               # the baseline of bf16 mixed precision: fp32 weights, TF32 matmuls
+        return contextlib.nullcontext()
+    fp32.precision = "fp32 (tf32 matmuls)"
+
     # text lengths like LCS-558K captions (stage 1) and LLaVA-665K conversations (stage 2)
-    summary["phases"].append(run_with_fallback(s1, stage="align", text_len=32, **common))
-    p2 = run_with_fallback(s2, stage="instruct", text_len=128, **common)
-    summary["phases"].append(p2)
+    p1 = phase(s1, stage="align", text_len=32)
+    p2 = phase(s2, stage="instruct", text_len=128)
+    if "error" not in p1 and not args.no_fp32:
+        phase([p1["micro_batch"], max(1, p1["micro_batch"] // 2)], stage="align", text_len=32, amp=fp32, check_flops=False)
     if not args.no_compile and "error" not in p2:
         if time.perf_counter() - t_start < args.budget_s * 0.5:
-            summary["phases"].append(run_with_fallback([p2["micro_batch"]], stage="instruct", text_len=128,
-                                                       compile_=True, check_flops=False, **common))
+            phase([p2["micro_batch"]], stage="instruct", text_len=128, compile_=True, check_flops=False)
         else:
             summary["phases"].append({"stage": "instruct", "compile": True, "skipped": "past half the budget"})
-    ok = [p for p in summary["phases"] if p.get("stage") == "instruct" and p.get("mfu") is not None]
-    summary["stage2_best_mfu"] = max((p["mfu"] for p in ok), default=None)
-    summary["wall_s"] = time.perf_counter() - t_start
-    text = json.dumps(summary, indent=1, default=str)
-    print(text)
-    if args.out:
-        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-        with open(args.out, "w") as f:
-            f.write(text)
+    print(write())
     return 0 if all("error" not in p for p in summary["phases"]) else 1
 
 
