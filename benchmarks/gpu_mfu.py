@@ -279,7 +279,8 @@ def main(argv=None) -> int:
     p1 = phase(s1, stage="align", text_len=32)
     p2 = phase(s2, stage="instruct", text_len=128)
     if "error" not in p1 and not args.no_fp32:
-        phase([p1["micro_batch"], max(1, p1["micro_batch"] // 2)], stage="align", text_len=32, amp=fp32, check_flops=False)
+        phase([p1["micro_batch"], max(1, p1["micro_batch"] // 2)], stage="align", text_len=32, amp=fp32, check_flops=False,
+              steps=min(steps, 2))
     if not args.no_compile and "error" not in p2:
         if time.perf_counter() - t_start < args.budget_s * 0.5:
             phase([p2["micro_batch"]], stage="instruct", text_len=128, compile_=True, check_flops=False)
