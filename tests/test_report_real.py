@@ -146,10 +146,17 @@ def test_report_page_shows_the_same_numbers(sweep):
     t = collect(sweep).table
     r = compute.accuracy_vs_compute(t)
     pts = r.data.set_index("tuning")
+    # the cell that trained a stage-1 artifact timed it; the cell that reused it reports 0 s and is charged it
+    s1_time = {}
+    for x in rows:
+        s1_time[x["stage1_id"]] = max(s1_time.get(x["stage1_id"], 0.0), x["compute"]["wall_s"]["stage1"])
+    assert sorted(x["compute"]["stage1_shared"] for x in rows) == [False, False, True, True]
     for arm in ("full", "lora"):
         cells = [x for x in rows if x["axes"]["tuning"] == arm]
+        hours = [(x["compute"]["wall_s"]["total"] - x["compute"]["wall_s"]["stage1"] + s1_time[x["stage1_id"]]) / 3600
+                 for x in cells]
         assert pts.loc[arm, "y"] == pytest.approx(np.mean([x["metrics"][r.metric] for x in cells]))
-        assert pts.loc[arm, "x"] == pytest.approx(np.mean([x["compute"]["wall_s"]["total"] for x in cells]) / 3600)
+        assert pts.loc[arm, "x"] == pytest.approx(np.mean(hours))
     assert f"y: {r.metric.split('/', 1)[1]}" in md
     # synthetic benchmarks are not the paper's: Tables 2/3 show no project row and say why
     assert "no cell reports any of this table's benchmarks" in md
@@ -194,3 +201,22 @@ def test_units_zero_column_is_percent_and_tables_keep_percent(tmp_path):
     assert u["eval/vqav2/accuracy"] == units.FRACTION
     mine = paper.build(t, "table2")[0].query("group == 'ablate'").iloc[0]
     assert (mine.gqa, mine.textvqa) == ("40.0", "0.0")
+
+
+def test_compute_charges_a_shared_stage1_to_every_cell_using_it(tmp_path):
+    from rowfactory import write_row
+
+    from ablate.results import collect, compute
+
+    # full trained stage 1 (100 s) and its own stage 2; lora reused it (0 s) -- same recipe cost for stage 1
+    for tuning, s1, shared, acc in (("full", 100.0, False, 50.0), ("lora", 0.0, True, 40.0)):
+        p = write_row(tmp_path, {"tuning": tuning}, {"eval/synth_vqa/accuracy": acc},
+                      compute={"wall_s": {"stage1": s1, "stage2": 200.0, "eval": 10.0, "total": s1 + 210.0},
+                               "stage1_shared": shared, "gpu_hours": 0.0})
+        row = json.loads(p.read_text())
+        p.write_text(json.dumps({**row, "stage1_id": "s1abc"}))
+    r = compute.accuracy_vs_compute(collect(tmp_path).table)
+    x = r.data.set_index("tuning")["x"]
+    assert r.x == "wall_hours" and x["full"] == pytest.approx(310 / 3600) and x["lora"] == pytest.approx(310 / 3600)
+    # equal cost, full more accurate: lora is dominated (before, lora looked 100 s cheaper and sat on the front)
+    assert list(r.data.set_index("tuning").on_front[["full", "lora"]]) == [True, False]

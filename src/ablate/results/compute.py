@@ -2,7 +2,9 @@
 
 The front holds the settings no other setting beats on both counts (as cheap or cheaper and as good or
 better): the ones worth their compute. x is GPU hours when every cell ran on a GPU, else wall-clock hours
-(CPU runs report gpu_hours 0); train_flops can be asked for explicitly.
+(CPU runs report gpu_hours 0); train_flops can be asked for explicitly. A cell that reused a shared stage 1
+reports no time for it; the hours axes charge it the time its artifact took (by stage1_id), so which arm
+happened to train stage 1 first does not decide the plot.
 """
 from __future__ import annotations
 
@@ -20,7 +22,10 @@ from .figures import figure_metrics, metric_label  # noqa: E402
 from .table import AXES  # noqa: E402
 from .units import FRACTION, PERCENT, metric_units  # noqa: E402
 
-X_LABELS = {"gpu_hours": "GPU hours", "wall_hours": "wall-clock hours (all stages)", "train_flops": "training FLOPs"}
+X_LABELS = {"gpu_hours": "GPU hours (a shared stage 1 charged to every cell using it)",
+            "wall_hours": "wall-clock hours (all stages; a shared stage 1 charged to every cell using it)",
+            # rows give one FLOP total per cell, so a reused stage 1 cannot be added back
+            "train_flops": "training FLOPs (a shared stage 1 counted only where it was trained)"}
 
 
 @dataclass
@@ -53,12 +58,28 @@ def default_metric(table: pd.DataFrame) -> str | None:
     return max(ms, key=lambda m: (counts.get(m, 0), -ms.index(m)))
 
 
+def _stage1_owed(cells: pd.DataFrame) -> pd.Series:
+    """Seconds of stage 1 a cell's row lacks: a cell that reused a shared stage 1 reports 0 for it, so the
+    arm that happened to run first would pay for everyone's. Every cell is charged its artifact's stage 1
+    (as timed by the cell that trained it, found by stage1_id) -- it is part of each recipe's cost."""
+    if "stage1_id" not in cells or cells["stage1_id"].isna().all():
+        return pd.Series(0.0, index=cells.index)                   # rows without stage1_id: nothing to share
+    own = cells["wall_s_stage1"].fillna(0.0)
+    trained = own.groupby(cells["stage1_id"].fillna("?")).transform("max")
+    return (trained - own).clip(lower=0.0)
+
+
 def _x_column(cells: pd.DataFrame, x: str) -> tuple[str, pd.Series]:
     if x == "auto":
         gpu = cells["gpu_hours"]
         x = "gpu_hours" if gpu.notna().all() and (gpu > 0).all() else "wall_hours"
+    owed = _stage1_owed(cells)
     if x == "wall_hours":
-        return x, cells["wall_s"] / 3600.0
+        return x, (cells["wall_s"] + owed) / 3600.0
+    if x == "gpu_hours":                   # GPU hours accrue at the cell's own GPUs per training second
+        trained_s = cells["wall_s_stage1"].fillna(0.0) + cells["wall_s_stage2"].fillna(0.0)
+        rate = (cells["gpu_hours"] / trained_s.where(trained_s > 0)).fillna(0.0)
+        return x, cells["gpu_hours"] + rate * owed
     if x not in cells:
         raise ValueError(f"x must be auto, gpu_hours, wall_hours or train_flops, got {x!r}")
     return x, cells[x]

@@ -61,7 +61,7 @@ def _cell_columns(row: dict, path: Path, axes: tuple[str, ...]) -> dict:
         "train_flops": _num(comp.get("train_flops")), "peak_mem_mb": _num(comp.get("peak_mem_mb")),
         "trainable_params": _num(st2.get("trainable")), "trainable_params_stage1": _num(st1.get("trainable")),
         "total_params": _num(params.get("total")), "device": comp.get("device"),
-        "stage1_shared": comp.get("stage1_shared"), "git_sha": row.get("git_sha"),
+        "stage1_shared": comp.get("stage1_shared"), "stage1_id": row.get("stage1_id"), "git_sha": row.get("git_sha"),
         "ablate_version": row.get("ablate_version"), "created": row.get("created"),
         "cell_dir": str(path.parent),
     })
@@ -131,7 +131,7 @@ def collect(root: str | Path) -> Collection:
 
 def _columns(axes: tuple[str, ...]) -> list[str]:
     return ["cell_id", "sweep", *axes, "benchmark", "metric", "metric_leaf", "value", *COMPUTE_COLUMNS,
-            "device", "stage1_shared", "git_sha", "ablate_version", "created", "cell_dir", "per_question"]
+            "device", "stage1_shared", "stage1_id", "git_sha", "ablate_version", "created", "cell_dir", "per_question"]
 
 
 def _typed(df: pd.DataFrame, axes: tuple[str, ...]) -> pd.DataFrame:
