@@ -226,6 +226,13 @@ def test_freeze_sweep_shares_stage1_skips_complete_cells_widens_and_forces(tmp_p
     assert "Launching" not in out.stdout + out.stderr and wall < 60
     assert {f: (root / "cells" / r["cell_id"] / "result.json").read_bytes() for f, r in rows.items()} == before
 
+    # Other eval settings: the cell is evaluated again, both trained stages reused (nothing trains).
+    _sweep(root, data_root, "freeze=train_encoder", "eval.max_questions=2")
+    re_eval = _rows(root)["train_encoder"]
+    assert re_eval["config"]["eval"]["max_questions"] == 2 and re_eval["compute"]["wall_s"]["stage2"] == 0.0
+    assert re_eval["compute"]["stage1_shared"] is True
+    assert re_eval["metrics"]["train/stage2/loss"] == rows["train_encoder"]["metrics"]["train/stage2/loss"]
+
     # run.force=true redoes the cell (stage 2 and eval), reusing stage 1, with the same numbers.
     _sweep(root, data_root, "freeze=train_lm", "run.force=true")
     forced = _rows(root)["train_lm"]

@@ -138,6 +138,13 @@ def is_complete(directory: Path) -> bool:
     return bool(row) and row.get("status") == "complete"
 
 
+def eval_matches(row: dict, cfg: DictConfig) -> bool:
+    """Whether a row was evaluated with this config's `eval` settings. They are not part of the cell's id
+    (the trained weights don't depend on them), but a row evaluated differently is not this run's result:
+    its cell is evaluated again, reusing both trained stages."""
+    return (row.get("config") or {}).get("eval") == OmegaConf.to_container(cfg.eval, resolve=True)
+
+
 def git_sha() -> str | None:
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent,

@@ -19,7 +19,7 @@ class PlannedCell:
     cell_id: str
     stage1_id: str
     axes: dict
-    status: str          # complete | failed | running | todo | duplicate (the same cell as an earlier job)
+    status: str          # complete | re-eval | failed | running | todo | duplicate (same cell as an earlier job)
     stage1_done: bool
     gpu_hours: float     # estimate for what is still to run (a shared stage 1 is counted at its first cell)
     force: bool = False  # run.force: a complete cell is redone
@@ -85,11 +85,13 @@ def plan_cells(jobs: list[DictConfig]) -> list[PlannedCell]:
         cid, sid = C.cell_id(job), C.stage1_id(job)
         row = C.read_row(C.cell_dir(job))
         status = "duplicate" if cid in seen else (row["status"] if row else "todo")
+        if status == "complete" and not C.eval_matches(row, job):
+            status = "re-eval"   # trained, but evaluated with other eval settings: only evaluation runs
         seen.add(cid)
         metrics = {k: v for k, v in (row or {}).get("metrics", {}).items() if k.startswith("eval/")}
         p = PlannedCell(cid, sid, C.axes(job), status, C.stage_done(C.stage1_dir(job)), 0.0,
                         bool(job.run.force), metrics if status == "complete" else {})
-        if p.to_run:
+        if p.to_run and status != "re-eval":
             p.gpu_hours = estimate_gpu_hours(job, "instruct")
             if not p.stage1_done and sid not in counted:
                 p.gpu_hours += estimate_gpu_hours(job, "align")

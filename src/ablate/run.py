@@ -53,8 +53,11 @@ def run_cell(cfg: DictConfig) -> dict:
     cdir = C.cell_dir(cfg)
     existing = C.read_row(cdir)
     if existing and existing.get("status") == "complete" and not cfg.run.force:
-        log.info("cell %s is complete (%s); skipping. Set run.force=true to redo it.", cdir.name, cdir)
-        return existing
+        if C.eval_matches(existing, cfg):
+            log.info("cell %s is complete (%s); skipping. Set run.force=true to redo it.", cdir.name, cdir)
+            return existing
+        log.info("cell %s is complete but was evaluated with other eval settings: evaluating again (both "
+                 "trained stages are reused)", cdir.name)
     rank0 = is_rank_zero()
     row = C.new_row(cfg, "running")
     try:
