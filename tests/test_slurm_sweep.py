@@ -1,6 +1,7 @@
 """ablate sweeps on the local SLURM cluster (scripts/slurm/up.sh): one job per cell through hydra/launcher=slurm.
 
 - a 2x2 sweep ends with four complete rows; the same command again submits no job at all (sacct);
+- a two-device DDP cell runs as two SLURM tasks (tasks_per_node = trainer.devices) and trains like one process;
 - a real cell whose job hits its 1-minute time limit checkpoints, is requeued, resumes and completes.
 """
 from __future__ import annotations
@@ -14,6 +15,7 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
+import torch
 from conftest import SMALL_DATA, ablate_cmd
 from slurm_cluster import slurm_cluster  # noqa: F401  (session fixture)
 
@@ -63,6 +65,33 @@ def test_slurm_sweep_completes_and_rerun_submits_nothing(slurm_cluster, tmp_path
     assert _jobs_since(again) == [], "re-running a finished sweep submitted SLURM jobs"
     assert [r["created"] for r in _rows(root)] == [r["created"] for r in rows]
     print(f"re-running the finished 2x2 SLURM sweep: {wall:.1f} s, 0 jobs submitted")
+
+
+@pytest.mark.slurm
+def test_ddp_cell_runs_as_two_slurm_tasks_like_one_process(slurm_cluster, tmp_path):
+    """tasks_per_node = trainer.devices = 2: SLURM starts both ranks; they agree through rank 0's files."""
+    ddp_cell = [*QUICK, "lm.arch.resid_pdrop=0.0", "scale.stage1.micro_batch_size=1", "scale.stage2.micro_batch_size=1"]
+    local = tmp_path / "local"
+    out = subprocess.run(ablate_cmd(*ddp_cell, f"paths.root={local}", f"paths.data_root={tmp_path / 'data'}"),
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    root = tmp_path / "runs"
+    launcher = [o for o in _slurm(slurm_cluster, root) if not o.startswith("hydra.launcher.tasks_per_node=")]
+    out = subprocess.run(ablate_cmd("-m", "seed=0", *ddp_cell, "trainer.devices=2", "trainer.accelerator=cpu",
+                                    "trainer.strategy=ddp", *launcher, f"paths.data_root={tmp_path / 'data'}"),
+                         capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stderr[-3000:]
+    (row,) = _rows(root)
+    assert row["status"] == "complete"
+    logs = "\n".join(p.read_text() for p in (root / "slurm").rglob("*_log.out"))
+    assert "GLOBAL_RANK: 1, MEMBER: 2/2" in logs and len(list((root / "slurm").rglob("*_1_log.out"))) == 1
+    cdir = root / "cells" / row["cell_id"]
+    job = next((root / "slurm").rglob("*_submitted.pkl")).name.split("_")[0]
+    assert sorted(p.name for p in (cdir / ".ranks").iterdir()) == [f"slurm-{job}-0.stage1.json",
+                                                                  f"slurm-{job}-0.stage2.json"]
+    a = torch.load(local / "cells" / row["cell_id"] / "stage2" / "weights.pt")
+    b = torch.load(cdir / "stage2" / "weights.pt")
+    assert all(torch.allclose(a[k], b[k], rtol=1e-4, atol=1e-5) for k in a)
 
 
 def _time_limited_run(cluster, root: Path, steps: int) -> tuple[subprocess.CompletedProcess, str]:

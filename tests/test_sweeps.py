@@ -165,6 +165,8 @@ hydra:
     ("DDP in a local multirun", ["-m", "seed=0,1", "trainer.devices=2", "trainer.accelerator=cpu",
                                  "trainer.strategy=ddp"], "in a multirun on the local launcher"),
     ("bad cell value", ["-m", "resolution=224,225", "encoder=clip"], "resolution=225"),
+    ("FSDP on CPU", ["-m", "seed=0,1", "trainer.strategy=fsdp", "trainer.accelerator=cpu"],
+     "Lightning's FSDP runs on GPUs only"),
 ])
 def test_bad_sweep_input_is_one_error_before_anything_runs(tmp_path, case, args, message):
     extra = tmp_path / "conf" / "sweep"

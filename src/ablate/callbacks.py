@@ -75,6 +75,8 @@ class SweepCallback(Callback):
             except ConfigError as e:
                 for line in str(e).splitlines()[1:]:  # "invalid ablate config:" then one "  - ..." per problem
                     problems.setdefault(line.strip().removeprefix("- "), []).append(i)
+            for line in sweeps.cell_launch_errors(job):
+                problems.setdefault(line, []).append(i)
         for line in sweeps.launcher_errors(config, jobs) if complete else []:
             problems[line] = list(range(len(jobs)))
         plan = plan if complete else None

@@ -155,6 +155,15 @@ def _int(value) -> int | None:
     return int(m.group(1)) if m else None
 
 
+def cell_launch_errors(cfg: DictConfig) -> list[str]:
+    """Settings of one cell that Lightning would reject only once training starts."""
+    errors = []
+    if cfg.trainer.strategy == "fsdp" and cfg.trainer.accelerator == "cpu":
+        errors.append("trainer.strategy=fsdp with trainer.accelerator=cpu: Lightning's FSDP runs on GPUs only; "
+                      "use trainer.strategy=ddp on CPUs")
+    return errors
+
+
 def launcher_errors(config: DictConfig, jobs: list[DictConfig]) -> list[str]:
     """Requests SLURM (or Lightning) would reject or waste, found before anything is submitted."""
     target = str(OmegaConf.select(config, "hydra.launcher._target_", default="") or "")
