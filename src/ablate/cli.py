@@ -50,9 +50,21 @@ def _refuse_sweep_file_without_multirun() -> None:
         sys.exit(2)
 
 
+def _quiet_library_chatter() -> None:
+    """Keep the console to ablate's own lines and the progress bars: Lightning's banners (accelerator
+    info, tips) would otherwise print twice per stage, once through Hydra's root handler."""
+    import warnings
+
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=r".*`srun` command is available.*")
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
+
+
 @hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")
 def main(cfg: DictConfig):
     from ablate.run import is_rank_zero, run_cell
+
+    _quiet_library_chatter()
 
     multirun = _is_multirun()
     if not multirun:
