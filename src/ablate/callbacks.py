@@ -48,7 +48,6 @@ class SweepCallback(Callback):
 
     def _prepare(self, config: DictConfig) -> None:
         from ablate import sweeps
-        from ablate.config import ConfigError, validate
         from ablate.plan import describe, plan_cells
 
         name = sweeps.sweep_choice(config)
@@ -57,18 +56,36 @@ class SweepCallback(Callback):
             if errors:
                 _stop("fix the sweep file first:\n  - " + "\n  - ".join(errors))
         overrides = sweeps.job_overrides(config)
-        jobs, problems = [], {}  # problem -> the cells that have it (most problems are shared by all)
+        problems: dict[str, list[int]] = {}  # problem -> the cells that have it (most are shared by all)
+        jobs: dict[int, DictConfig] = {}
         for i, ov in enumerate(overrides):
             try:
-                job = sweeps.compose_job(config, ov, i)
+                jobs[i] = sweeps.compose_job(config, ov, i)
             except Exception as e:  # noqa: BLE001 - Hydra's composition error names the bad override
                 problems.setdefault(f"{type(e).__name__}: {e}", []).append(i)
-                continue
-            jobs.append(job)
-        complete = len(jobs) == len(overrides)
-        plan = plan_cells(jobs) if complete else [None] * len(jobs)
-        for i, (job, p) in enumerate(zip(jobs, plan)):
-            if p is not None and not p.to_run:
+        plan = plan_cells(list(jobs.values())) if len(jobs) == len(overrides) else None
+        self._check_cells(config, jobs, plan, problems)
+        if plan is not None:
+            print((f"sweep {name}: " if name else "") + describe(plan), flush=True)
+        if problems:
+            def which(cells: list[int]) -> str:
+                if len(cells) == len(overrides):
+                    return f"all {len(overrides)} cells"
+                return ("cell " if len(cells) == 1 else "cells ") + \
+                    ", ".join(f"#{i} ({' '.join(overrides[i])})" for i in cells)
+            _stop("fix these first:\n" + "\n".join(f"  - {p}\n      [{which(c)}]" for p, c in problems.items()))
+        if config.run.get("plan"):
+            sys.exit(0)
+        self._skip_complete(config, overrides, plan)
+
+    @staticmethod
+    def _check_cells(config: DictConfig, jobs: dict, plan, problems: dict) -> None:
+        """Validate every cell that will run, and the launcher's request against the cells."""
+        from ablate import sweeps
+        from ablate.config import ConfigError, validate
+
+        for n, (i, job) in enumerate(jobs.items()):
+            if plan is not None and not plan[n].to_run:
                 continue  # complete cells are not launched (and checking them would import torch for nothing)
             try:
                 validate(job)
@@ -77,23 +94,13 @@ class SweepCallback(Callback):
                     problems.setdefault(line.strip().removeprefix("- "), []).append(i)
             for line in sweeps.cell_launch_errors(job):
                 problems.setdefault(line, []).append(i)
-        for line in sweeps.launcher_errors(config, jobs) if complete else []:
-            problems[line] = list(range(len(jobs)))
-        plan = plan if complete else None
         if plan is not None:
-            print((f"sweep {name}: " if name else "") + describe(plan), flush=True)
-        if problems:
-            def which(cells):
-                return f"all {len(overrides)} cells" if len(cells) == len(overrides) else \
-                    ("cell " if len(cells) == 1 else "cells ") + ", ".join(f"#{i} ({' '.join(overrides[i])})" for i in cells)
-            _stop("fix these first:\n" + "\n".join(f"  - {p}\n      [{which(c)}]" for p, c in problems.items()))
-        if config.run.get("plan"):
-            sys.exit(0)
-        self._skip_complete(config, overrides, plan)
+            for line in sweeps.launcher_errors(config, list(jobs.values())):
+                problems[line] = list(jobs)
 
     @staticmethod
     def _skip_complete(config: DictConfig, overrides: list[list[str]], plan) -> None:
-        """Hand the sweeper the complete cells to leave out (see hydra_plugins.ablate_sweeper), and list them in the summary."""
+        """Hand the sweeper the cells to leave out (hydra_plugins.ablate_sweeper); list them in the summary."""
         from ablate.sweeps import BASIC_SWEEPER, CELL_SWEEPER
 
         # Complete cells, and jobs that are the same cell as an earlier job (they differ only in settings that

@@ -122,7 +122,8 @@ def describe(plan: list[PlannedCell]) -> str:
         for p in cells:
             rest = " ".join(f"{k}={v}" for k, v in p.axes.items() if k in ("tuning", "freeze", "data", "scale"))
             what = "redo (run.force)" if p.status == "complete" and p.force else p.status
-            lines.append(f"    cell {p.cell_id} [{what}] {rest}" + (f"  ~{_hours(p.gpu_hours)} GPU-h" if p.to_run else ""))
+            cost = f"  ~{_hours(p.gpu_hours)} GPU-h" if p.to_run else ""
+            lines.append(f"    cell {p.cell_id} [{what}] {rest}{cost}")
     lines.append(f"  estimated GPU-hours still to run: {_hours(sum(p.gpu_hours for p in plan))} "
                  "(2-6 FLOPs x params x positions at run.assumed_mfu of run.gpu_peak_tflops)")
     return "\n".join(lines)

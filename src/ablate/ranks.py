@@ -72,7 +72,8 @@ def follow(cfg, cdir: Path, name: str) -> Any:
         if path.is_file():
             return json.loads(path.read_text())["value"]
         if abort.is_file():
-            raise RuntimeError(f"rank 0 failed, so rank {global_rank()} stops: {json.loads(abort.read_text())['error']}")
+            error = json.loads(abort.read_text())["error"]
+            raise RuntimeError(f"rank 0 failed, so rank {global_rank()} stops: {error}")
         if launched_by_parent and os.getppid() == 1:  # rank 0 (our parent) died without a word
             raise RuntimeError(f"rank 0 exited while rank {global_rank()} waited for its '{name}' decision")
         if time.monotonic() - last_note > 60:
