@@ -61,7 +61,22 @@ def _peak_rss_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
+def _available_gib() -> float:
+    for line in open("/proc/meminfo"):
+        if line.startswith("MemAvailable:"):
+            return int(line.split()[1]) / 2**20
+    return float("inf")
+
+
+# The full-size step peaks at ~15 GiB RSS; with less free memory the kernel's OOM killer would take the
+# whole pytest run down, so the test skips and says why instead.
+_NEEDS_GIB = 18.0
+
+
 @pytest.mark.slow
+@pytest.mark.skipif(_available_gib() < _NEEDS_GIB,
+                    reason=f"needs ~{_NEEDS_GIB:.0f} GiB of free memory for the full-size bf16 step "
+                           f"(only {_available_gib():.1f} GiB available now)")
 def test_full_size_siglip_phi2_forward_backward_bf16():
     """One forward + backward of the paper's Mipha-3B shape at 224 px (256 image tokens), every module trained."""
     cfg = compose("scale=full_random", "encoder=siglip", "lm=phi2", "resolution=224", "freeze=train_both")
