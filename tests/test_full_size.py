@@ -75,10 +75,10 @@ _NEEDS_GIB = 18.0
 
 @pytest.mark.slow
 def test_full_size_siglip_phi2_forward_backward_bf16():
+    """One forward + backward of the paper's Mipha-3B shape at 224 px (256 image tokens), every module trained."""
     if _available_gib() < _NEEDS_GIB:   # checked when the test runs, not at collection
         pytest.skip(f"needs ~{_NEEDS_GIB:.0f} GiB of free memory for the full-size bf16 step "
                     f"(only {_available_gib():.1f} GiB available now)")
-    """One forward + backward of the paper's Mipha-3B shape at 224 px (256 image tokens), every module trained."""
     cfg = compose("scale=full_random", "encoder=siglip", "lm=phi2", "resolution=224", "freeze=train_both")
     tok = make_tokenizer()
     t0 = time.perf_counter()
