@@ -100,8 +100,8 @@ class Benchmark:
         return self.parse(raw_output)
 
     def score_one(self, parsed: Any, refs: Any) -> float:
-        """Score of one parsed answer in [0, 1]."""
-        raise NotImplementedError
+        """Score of one parsed answer in [0, 1]: exact match unless a benchmark says otherwise."""
+        return float(parsed == refs)
 
     def can_score(self, questions: list[Question]) -> bool:
         """Whether local ground truth exists (False for test splits scored by a server)."""
@@ -109,8 +109,14 @@ class Benchmark:
 
     def score(self, questions: list[Question], predictions: dict[str, str]) -> tuple[dict[str, float], list[dict]]:
         """Default aggregation: mean of per-question scores, in percent, as `accuracy`."""
-        rows = self.score_rows(questions, predictions)
+        rows = self.checked_rows(questions, predictions)
         return {"accuracy": mean_percent(r["score"] for r in rows)}, rows
+
+    def checked_rows(self, questions: list[Question], predictions: dict[str, str]) -> list[dict]:
+        """`score_rows` after checking that every question has local ground truth (not a server split)."""
+        for q in questions:
+            need_refs(q, self.name)
+        return self.score_rows(questions, predictions)
 
     def score_rows(self, questions: list[Question], predictions: dict[str, str]) -> list[dict]:
         """Per-question rows: id, raw prediction, parsed answer, score, and the question's meta."""

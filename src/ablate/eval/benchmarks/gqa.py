@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ablate.eval.benchmarks.base import LLAVA_SHORT_ANSWER, Benchmark, Question, field_of, need_refs
+from ablate.eval.benchmarks.base import LLAVA_SHORT_ANSWER, Benchmark, Question, field_of
 from ablate.eval.records import EvalInputError, read_json, read_jsonl, write_json
 
 
@@ -50,13 +50,6 @@ class GQA(Benchmark):
     def parse(self, raw_output: str) -> str:
         return gqa_parse(raw_output)
 
-    def score_one(self, parsed: str, refs: str) -> float:
-        return float(parsed == refs)
-
-    def score(self, questions, predictions):
-        for q in questions:
-            need_refs(q, self.name)
-        return super().score(questions, predictions)
 
     def write_submission(self, questions: list[Question], predictions: dict[str, str], out_path) -> Path:
         """The predictions file GQA's eval.py reads: [{questionId, prediction}]."""

@@ -16,7 +16,7 @@ import re
 from collections import defaultdict
 from pathlib import Path
 
-from ablate.eval.benchmarks.base import LLAVA_SHORT_ANSWER, Benchmark, Question, field_of, need_refs
+from ablate.eval.benchmarks.base import LLAVA_SHORT_ANSWER, Benchmark, Question, field_of
 from ablate.eval.records import EvalInputError, read_jsonl
 
 PERCEPTION = ("existence", "count", "position", "color", "posters", "celebrity", "scene", "landmark",
@@ -139,13 +139,8 @@ class MME(Benchmark):
     def parse(self, raw_output: str) -> str:
         return mme_parse(raw_output)
 
-    def score_one(self, parsed: str, refs: str) -> float:
-        return float(parsed == refs)
-
     def score(self, questions, predictions):
-        for q in questions:
-            need_refs(q, self.name)
-        rows = self.score_rows(questions, predictions)
+        rows = self.checked_rows(questions, predictions)
         # subtask -> image -> scores of its questions (two per image in MME)
         groups: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
         for r in rows:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections import defaultdict
 from pathlib import Path
 
-from ablate.eval.benchmarks.base import LLAVA_SHORT_ANSWER, Benchmark, Question, field_of, need_refs
+from ablate.eval.benchmarks.base import LLAVA_SHORT_ANSWER, Benchmark, Question, field_of
 from ablate.eval.records import EvalInputError, read_jsonl
 
 SPLITS = ("random", "popular", "adversarial")
@@ -108,13 +108,8 @@ class POPE(Benchmark):
     def parse(self, raw_output: str) -> str:
         return pope_parse(raw_output)
 
-    def score_one(self, parsed: str, refs: str) -> float:
-        return float(parsed == refs)
-
     def score(self, questions, predictions):
-        for q in questions:
-            need_refs(q, self.name)
-        rows = self.score_rows(questions, predictions)
+        rows = self.checked_rows(questions, predictions)
         by_split: dict[str, list[dict]] = defaultdict(list)
         for q, r in zip(questions, rows):
             r["label"] = q.refs

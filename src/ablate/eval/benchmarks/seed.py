@@ -16,7 +16,7 @@ import re
 from collections import defaultdict
 from pathlib import Path
 
-from ablate.eval.benchmarks.base import LLAVA_OPTION_LETTER, Benchmark, Question, field_of, mean_percent, need_refs
+from ablate.eval.benchmarks.base import LLAVA_OPTION_LETTER, Benchmark, Question, field_of, mean_percent
 from ablate.eval.records import Answer, EvalInputError, check_coverage, read_answers, read_json, read_jsonl, write_jsonl
 
 DUP_SEP = "#"
@@ -90,13 +90,8 @@ class SEED(Benchmark):
     def parse(self, raw_output: str) -> str:
         return seed_parse(raw_output)
 
-    def score_one(self, parsed: str, refs: str) -> float:
-        return float(parsed == refs)
-
     def score(self, questions, predictions):
-        for q in questions:
-            need_refs(q, self.name)
-        rows = self.score_rows(questions, predictions)
+        rows = self.checked_rows(questions, predictions)
         image = [r for r in rows if r.get("data_type", "image") == "image"]
         video = [r for r in rows if r.get("data_type") == "video"]
         metrics = {}

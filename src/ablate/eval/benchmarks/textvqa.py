@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ablate.eval.benchmarks.base import LLAVA_SHORT_ANSWER, Benchmark, Question, field_of, need_refs
+from ablate.eval.benchmarks.base import LLAVA_SHORT_ANSWER, Benchmark, Question, field_of
 from ablate.eval.benchmarks.vqav2 import leave_one_out
 from ablate.eval.normalize import normalize_answer
 from ablate.eval.records import EvalInputError, read_json, read_jsonl
@@ -101,7 +101,3 @@ class TextVQA(Benchmark):
             raise EvalInputError(None, "a TextVQA question has no reference answers")
         return leave_one_out(parsed, [normalize_answer(r) for r in refs])
 
-    def score(self, questions, predictions):
-        for q in questions:
-            need_refs(q, self.name)
-        return super().score(questions, predictions)

@@ -11,7 +11,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from ablate.eval.benchmarks.base import (LLAVA_SHORT_ANSWER, Benchmark, Question, field_of, int_if_digits,
-                                         mean_percent, need_refs)
+                                         mean_percent)
 from ablate.eval.normalize import normalize_answer, official_vqa_prediction, process_punctuation
 from ablate.eval.records import EvalInputError, read_json, read_jsonl, write_json
 
@@ -92,9 +92,7 @@ class VQAv2(Benchmark):
         return vqa_accuracy(parsed, refs, process_refs=self.process_refs)
 
     def score(self, questions, predictions):
-        for q in questions:
-            need_refs(q, self.name)
-        rows = self.score_rows(questions, predictions)
+        rows = self.checked_rows(questions, predictions)
         metrics = {"accuracy": mean_percent(r["score"] for r in rows)}
         by_type = defaultdict(list)
         for r in rows:
