@@ -107,17 +107,22 @@ def _time_limited_run(cluster, root: Path, steps: int) -> tuple[subprocess.Compl
 def test_cell_past_its_time_limit_is_requeued_and_completes(slurm_cluster, tmp_path):
     # With timeout_min=1 SLURM warns (USR2) about 55 s into a run, which leaves well under a minute of training
     # per run: the cell checkpoints on the warning, submitit requeues it, the next run resumes
-    # (signal_delay_s=5, as the notes advise). This machine's speed varies ~3x with other work, so a cell
-    # that happened to finish inside one run is tried again three times longer.
-    for attempt, steps in enumerate((60, 200)):
+    # (signal_delay_s=5, as the notes advise). This machine's speed varies several-fold with other work, so a
+    # cell that finished inside one run is run again with as many steps as ~150 s of training at the speed
+    # that run measured (about two requeues).
+    steps = 60
+    for attempt in range(3):
         root = tmp_path / f"attempt{attempt}"
         t0 = time.perf_counter()
         out, logs = _time_limited_run(slurm_cluster, root, steps)
         assert out.returncode == 0, (out.stderr[-2000:], logs[-3000:])
         if "Requeued job" in logs:
             break
+        (done,) = _rows(root)
+        per_step = done["compute"]["wall_s"]["stage2"] / steps
+        steps = int(min(5000, max(2 * steps, 150 / max(per_step, 1e-3))))
     else:
-        pytest.fail(f"a {steps}-step cell finished inside one 1-minute run twice: the time limit was never hit")
+        pytest.fail(f"a {steps}-step cell finished inside one 1-minute run three times: the limit was never hit")
     (row,) = _rows(root)
     assert row["status"] == "complete"
     requeues = len(set(re.findall(r"Requeued job \d+ \((\d+) remaining timeouts\)", logs)))
