@@ -30,22 +30,22 @@ class PlannedCell:
         return self.status != "duplicate" and (self.status != "complete" or self.force)
 
 
-def approx_params(arch: dict) -> int:
-    """Transformer parameters from config values: 12*L*d^2-style blocks (with the real MLP width) + embeddings."""
-    d = int(arch.get("hidden_size", 0))
-    layers = int(arch.get("num_hidden_layers", 0))
-    inter = int(arch.get("intermediate_size", 4 * d))
-    vocab = int(arch.get("vocab_size", 0))
-    return layers * (4 * d * d + 2 * d * inter) + vocab * d * (1 if arch.get("tie_word_embeddings") else 2)
+def _param_counts(cfg: DictConfig) -> dict[str, int]:
+    """Exact parameters per module of the cell's architecture, counted on the meta device (no download)."""
+    from ablate.models.build import param_counts
+
+    if cfg.scale.arch == "tiny":   # the tiny LM's vocabulary is the locally built tokenizer's
+        from ablate.data.tokenizer import build_word_tokenizer
+        vocab = len(build_word_tokenizer())
+    else:
+        vocab = int(cfg.lm.arch.vocab_size)
+    return param_counts(cfg, vocab)
 
 
 def estimate_gpu_hours(cfg: DictConfig, stage: str) -> float:
     """2-6*N*T FLOPs (see _flops_per_token), at an assumed MFU of the peak throughput."""
     from ablate.models.encoder import num_image_tokens
 
-    arch_key = "tiny" if cfg.scale.arch == "tiny" else None
-    enc = dict(cfg.encoder.get("arch") or {}) | (dict(cfg.encoder.get(arch_key) or {}) if arch_key else {})
-    lm = dict(cfg.lm.get("arch") or {}) | (dict(cfg.lm.get(arch_key) or {}) if arch_key else {})
     stats = _DEFAULT_STATS | dict(cfg.data.get("stats") or {})
     if cfg.data.name == "synthetic":
         stats.update(align_samples=cfg.data.get("num_train", 0), instruct_samples=cfg.data.get("num_train", 0))
@@ -56,7 +56,8 @@ def estimate_gpu_hours(cfg: DictConfig, stage: str) -> float:
         samples = s.max_steps * s.batch_size
     else:
         samples *= s.max_epochs
-    n_enc, n_lm = approx_params(enc), approx_params(lm)
+    counts = _param_counts(cfg)
+    n_enc, n_lm = counts["encoder"], counts["lm"]
     lm_tokens = samples * (l_img + stats[f"{stage}_text_tokens"])
     enc_tokens = samples * l_img
     flops = _flops_per_token(cfg, stage, "encoder") * n_enc * enc_tokens + \
