@@ -60,7 +60,8 @@ def _headline(r: dict) -> str:
             more = f", memory x{r['memory_ratio']:.2f}" if key != "memory_ratio" and "memory_ratio" in r else ""
             pad = (f", padding {r['padding_lm_baseline']:.1%} -> {r['padding_lm_grouped']:.1%}"
                    if "padding_lm_baseline" in r else "")
-            return f"{key} {r[key]:.3f}{extra}{more}{pad}"
+            others = "".join(f", {k} {v:.3f}" for k, v in r.items() if k.startswith(f"{key}_"))
+            return f"{key} {r[key]:.3f}{others}{extra}{more}{pad}"
     return json.dumps(r)[:100]
 
 

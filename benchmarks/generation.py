@@ -1,9 +1,13 @@
 """(c) Evaluation throughput: batched KV-cache generation (batch 16) against one question at a time.
 
-The tiny cell's model (untrained) answers the same held-out synthetic questions through
-ablate.eval.generate.generate_answers, in runs that alternate between batch 16 and batch 1, at the synthetic
-eval's max_new_tokens and at a longer 32. Answers must not depend on the batch size: reported. A breakdown of
-one batch of 16 (image preprocessing, encoder + merge, LM prefill, decoding) shows where the time goes.
+The tiny cell's model (untrained) answers the same questions through ablate.eval.generate.generate_answers,
+in runs that alternate between batch 1 and batch 16 (with and without prefix sharing): the held-out synthetic questions (2 per image) at the
+synthetic eval's max_new_tokens and at a longer 32, and the POPE-style questions (several per image, as in
+POPE, GQA, VQAv2 or MME) at the eval's max_new_tokens. At batch 16 the questions about one image share its
+prefix (system text + image tokens: one encoder and LM pass per distinct image in the batch); at batch 1 every
+question runs its whole prompt, as LLaVA's one-question loop does. Answers must not depend on the batch size:
+reported. A breakdown of one batch of 16 full prompts (image preprocessing, encoder + merge, LM prefill,
+decoding) shows where the time goes without sharing.
 """
 from __future__ import annotations
 
@@ -47,14 +51,17 @@ def run(quick: bool = False) -> dict:
     from ablate.data.conversation import get_template
     from ablate.data.image import preprocess_image
     from ablate.eval.generate import Request, generate_answers
-    from ablate.eval.run import exact_match_questions
+    from ablate.eval.run import _load, exact_match_questions
 
     n_q, repeats = (16, 1) if quick else (32, 2)
     cfg = tiny_cfg()
     cell = build_cell(cfg, "instruct")
     vlm = cell.vlm.eval()
-    questions = exact_match_questions(resolve_data(cfg)["eval_json"])[:n_q]
+    data = resolve_data(cfg)
+    questions = exact_match_questions(data["eval_json"])[:n_q]
     requests = [Request(q.question_id, q.prompt, q.image) for q in questions]
+    pope = _load("synth_pope", cfg, data)[1][:n_q * 2]
+    pope_requests = [Request(q.question_id, q.prompt, q.image) for q in pope]
     template = get_template(cfg.lm.template)
     res, mean, std = int(cfg.resolution), list(cfg.encoder.image_mean), list(cfg.encoder.image_std)
 
@@ -62,24 +69,34 @@ def run(quick: bool = False) -> dict:
         return preprocess_image(path, res, mean, std)
 
     out = {"name": "generation_batched_vs_single", "target": ">= 5 (questions/s, batch 16 / batch 1)"}
-    for max_new in (int(cfg.eval.max_new_tokens), 32):
-        reqs = requests if max_new == int(cfg.eval.max_new_tokens) else requests[:16]
-        times: dict[int, list[float]] = {16: [], 1: []}
-        answers: dict[int, dict] = {}
+    short = int(cfg.eval.max_new_tokens)
+    for label, max_new, reqs in ((f"max_new_{short}", short, requests), ("max_new_32", 32, requests[:16]),
+                                 (f"pope_max_new_{short}", short, pope_requests)):
+        arms = {"single": (1, False), "batched": (16, False), "shared": (16, True)}
+        times: dict[str, list[float]] = {k: [] for k in arms}
+        answers: dict[str, dict] = {}
         generate_answers(vlm, cell.tokenizer, template, reqs[:2], load_image, batch_size=2, max_new_tokens=2)
         for r in range(repeats):
-            for bs in ((16, 1) if r % 2 == 0 else (1, 16)):
+            for arm in (list(arms) if r % 2 == 0 else list(arms)[::-1]):
+                bs, share = arms[arm]
                 t0 = time.perf_counter()
-                answers[bs] = generate_answers(vlm, cell.tokenizer, template, reqs, load_image, batch_size=bs,
-                                               max_new_tokens=max_new)
-                times[bs].append(time.perf_counter() - t0)
-        qps = {bs: len(reqs) / median(t) for bs, t in times.items()}
-        out[f"max_new_{max_new}"] = {"questions": len(reqs), "questions_per_s_batch1": qps[1],
-                                     "questions_per_s_batch16": qps[16], "ratio": qps[16] / qps[1],
-                                     "answers_identical": answers[1] == answers[16]}
-    out["ratio"] = out[f"max_new_{int(cfg.eval.max_new_tokens)}"]["ratio"]
+                answers[arm] = generate_answers(vlm, cell.tokenizer, template, reqs, load_image, batch_size=bs,
+                                                max_new_tokens=max_new, share_prefix=share)
+                times[arm].append(time.perf_counter() - t0)
+        qps = {arm: len(reqs) / median(t) for arm, t in times.items()}
+        out[label] = {"questions": len(reqs), "images": len({str(r.image) for r in reqs}),
+                      "questions_per_s_batch1": qps["single"],
+                      "questions_per_s_batch16_no_sharing": qps["batched"],
+                      "questions_per_s_batch16": qps["shared"], "ratio": qps["shared"] / qps["single"],
+                      "ratio_without_sharing": qps["batched"] / qps["single"],
+                      "answers_identical": answers["single"] == answers["batched"] == answers["shared"]}
+    out["ratio"] = out[f"max_new_{short}"]["ratio"]
+    out["ratio_no_sharing"] = out[f"max_new_{short}"]["ratio_without_sharing"]
+    out["ratio_32_tokens"] = out["max_new_32"]["ratio"]
+    out["ratio_pope"] = out[f"pope_max_new_{short}"]["ratio"]
+    out["ratio_pope_no_sharing"] = out[f"pope_max_new_{short}"]["ratio_without_sharing"]
     out["batch16_breakdown_s"] = _breakdown(vlm, cell.tokenizer, template, requests[:16], load_image)
-    out["what"] = ("tiny cell, synthetic eval questions, greedy with KV cache and left padding: questions/s at "
-                   f"batch 16 vs batch 1, at max_new_tokens={int(cfg.eval.max_new_tokens)} (the synthetic eval) "
-                   "and 32")
+    out["what"] = ("tiny cell, greedy with KV cache: questions/s at batch 16 (questions about one image share its "
+                   "prefix) vs batch 1 (whole prompt per question); held-out synthetic questions at "
+                   f"max_new_tokens={short} (the synthetic eval) and 32, POPE-style questions at {short}")
     return out

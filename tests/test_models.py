@@ -283,6 +283,33 @@ def test_generate_does_not_depend_on_batch_size(lm):
     assert seq[0, i1.shape[1]:].tolist() == v.generate(i1, m1, px[[0]], max_new_tokens=4)[0].tolist()[:4]
 
 
+@pytest.mark.parametrize("lm", ["phi2", "qwen15_1_8b", "pythia_1_4b", "stablelm_1_6b"])
+def test_shared_prefix_generation_equals_whole_prompts(lm):
+    """Rows about the same image share the prefix's KV cache; each row's tokens equal its own whole-prompt run."""
+    torch.manual_seed(2)
+    v = build_vlm(compose("encoder=clip", f"lm={lm}"), make_tokenizer(padding_side="left")).eval()
+    px = torch.randn(2, 3, 224, 224)
+    prefix, suffixes, image_of = [10, 11], [[12, 13, 14], [15], [16, 17], [12, 13, 14, 18, 19], [20]], [0, 1, 1, 0, 0]
+    shared = v.generate_shared_prefix(prefix, suffixes, image_of, pixel_values=px, max_new_tokens=6)
+    assert shared.shape[0] == len(suffixes)
+    for b, (suffix, img) in enumerate(zip(suffixes, image_of)):
+        i1, m1, _ = _batch([prefix + [IMG] + suffix])
+        alone = v.generate(i1, m1, px[[img]], max_new_tokens=6)[0]
+        assert _cut(shared[b]) == _cut(alone), (lm, b)
+    with pytest.raises(ValueError, match="at least one token after the image"):
+        v.generate_shared_prefix(prefix, [[12], []], [0, 1], pixel_values=px)
+
+
+def test_shared_prefix_split():
+    from ablate.eval.generate import _shared_prefix
+
+    assert _shared_prefix([[1, 2, IMG, 5], [1, 2, IMG, 6, 7]], IMG) == ([1, 2], [[5], [6, 7]])
+    assert _shared_prefix([[1, 2, IMG, 5], [1, 3, IMG, 6]], IMG) is None    # different text before the image
+    assert _shared_prefix([[1, 2, IMG, 5], [1, 2, 5]], IMG) is None         # a text-only row
+    assert _shared_prefix([[1, IMG, 2, IMG, 3]], IMG) is None                # two images in one prompt
+    assert _shared_prefix([[1, 2, IMG]], IMG) is None                        # nothing after the image
+
+
 # ---- configuration errors (checkpoint errors: tests/test_full_size.py) --------------------------------------------
 def test_config_mistakes_are_named():
     tok = make_tokenizer()

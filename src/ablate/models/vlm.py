@@ -12,7 +12,7 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import GenerationConfig
+from transformers import DynamicCache, GenerationConfig
 from transformers.utils import ModelOutput
 
 IGNORE_INDEX = -100
@@ -185,5 +185,70 @@ class VLM(nn.Module):
             # position ids from the (left-padded) attention mask, so rows do not depend on their batch.
             return self.lm_model.generate(inputs_embeds=m.inputs_embeds, attention_mask=m.attention_mask,
                                           generation_config=gen)
+        finally:
+            self.train(was_training)
+
+    @torch.no_grad()
+    def generate_shared_prefix(self, prefix_ids: list[int], suffix_ids: list[list[int]], image_index: list[int],
+                               pixel_values: Optional[torch.Tensor] = None, max_new_tokens: int = 32,
+                               eos_token_id: int | list[int] | None = None,
+                               image_features: Optional[torch.Tensor] = None) -> torch.LongTensor:
+        """Greedy decoding for prompts `prefix_ids + <image> + suffix_ids[b]`, where row b shows image
+        `image_index[b]` of `pixel_values` (U, 3, H, W) (or of `image_features`) -> (B, T_new) new tokens.
+
+        Questions about one image share everything up to and including its image tokens (LLaVA puts the image
+        first in the first user turn, after the system text). That prefix runs through the encoder and the LM
+        once per distinct image, and its KV cache is copied to every row that asks about it; only the question
+        suffixes (right-aligned, padding between prefix and suffix masked) and the answers run per row. A row's
+        tokens and positions are those of its own unshared prompt, so its answer does not depend on which
+        other rows share the batch. Rows that stop early are filled with the pad id.
+        """
+        if not suffix_ids or any(len(s) == 0 for s in suffix_ids):
+            raise ValueError("generate_shared_prefix: every row needs at least one token after the image")
+        if len(image_index) != len(suffix_ids):
+            raise ValueError(f"{len(suffix_ids)} suffixes but {len(image_index)} image indices")
+        stop = eos_token_id if eos_token_id is not None else self.eos_token_id
+        stop = torch.tensor([stop] if isinstance(stop, int) else list(stop))
+        was_training = self.training
+        self.eval()
+        try:
+            lm, embed = self.lm_model, self.lm_model.get_input_embeddings()
+            device = embed.weight.device
+            feats = image_features if image_features is not None else self.encode_images(pixel_values)
+            img = self.projector(feats.to(self.projector.fc1.weight.dtype))               # (U, L_img, D)
+            U = img.shape[0]
+            pre = embed(torch.tensor(prefix_ids, dtype=torch.long, device=device))       # (P0, D)
+            prefix = torch.cat([pre[None].expand(U, -1, -1), img.to(pre.dtype)], dim=1)  # (U, P, D)
+            P = prefix.shape[1]
+            cache = DynamicCache()
+            lm(inputs_embeds=prefix, position_ids=torch.arange(P, device=device)[None].expand(U, -1),
+               past_key_values=cache, use_cache=True, logits_to_keep=1)
+            rows = torch.tensor(image_index, dtype=torch.long, device=device)
+            cache.reorder_cache(rows)                                                     # (B, ..., P, d)
+            B, S = len(suffix_ids), max(len(s) for s in suffix_ids)
+            ids = torch.full((B, S), self.pad_token_id, dtype=torch.long)
+            smask = torch.zeros((B, S), dtype=torch.long)
+            for b, s in enumerate(suffix_ids):            # right-aligned: the next token follows the last column
+                ids[b, S - len(s):], smask[b, S - len(s):] = torch.tensor(s, dtype=torch.long), 1
+            ids, smask = ids.to(device), smask.to(device)
+            mask = torch.cat([torch.ones((B, P), dtype=torch.long, device=device), smask], dim=1)
+            pos = (mask.cumsum(-1) - 1).clamp(min=0)
+            logits = lm(inputs_embeds=embed(ids), attention_mask=mask, position_ids=pos[:, P:],
+                        past_key_values=cache, use_cache=True, logits_to_keep=1).logits[:, -1]
+            next_pos = pos[:, -1:] + 1
+            stop = stop.to(device)
+            done = torch.zeros(B, dtype=torch.bool, device=device)
+            out = []
+            for _ in range(max_new_tokens):
+                tok = logits.argmax(-1).masked_fill(done, self.pad_token_id)                 # (B,)
+                out.append(tok)
+                done |= torch.isin(tok, stop)
+                if bool(done.all()):
+                    break
+                mask = torch.cat([mask, torch.ones((B, 1), dtype=mask.dtype, device=device)], dim=1)
+                logits = lm(inputs_embeds=embed(tok[:, None]), attention_mask=mask, position_ids=next_pos,
+                            past_key_values=cache, use_cache=True, logits_to_keep=1).logits[:, -1]
+                next_pos = next_pos + 1
+            return torch.stack(out, dim=1) if out else torch.empty((B, 0), dtype=torch.long, device=device)
         finally:
             self.train(was_training)
