@@ -271,3 +271,21 @@ def test_seed_repeated_question_ids_pair_in_file_order(tmp_path):
     assert bench.score(qs, preds)[0]["accuracy"] == 100
     out = bench.write_submission(qs, preds, tmp_path / "up.jsonl")
     assert [json.loads(x)["question_id"] for x in out.read_text().splitlines()] == ["5", "5"]
+
+
+def test_synth_qa_blind_accuracy_is_the_per_type_majority_answer():
+    """A model that ignores the image scores at most each type's most frequent answer; the row says how far above."""
+    from ablate.eval.benchmarks.base import Question
+    from ablate.eval.run import ExactMatch
+
+    answers = [("color_at", "red"), ("color_at", "red"), ("color_at", "blue"), ("color_at", "green"),
+               ("count", "1"), ("count", "1"), ("count", "2"), ("count", "1")]
+    qs = [Question(question_id=str(i), image=None, prompt="q", refs=a, meta={"type": t})
+          for i, (t, a) in enumerate(answers)]
+    constant = {q.question_id: ("Red." if q.meta["type"] == "color_at" else "1") for q in qs}
+    m, rows = ExactMatch().score(qs, constant)
+    assert m["blind_color_at"] == 50.0 and m["blind_count"] == 75.0 and m["blind_accuracy"] == 62.5
+    assert m["accuracy"] == m["blind_accuracy"]            # the constant answerer reaches the blind score, no more
+    perfect = {q.question_id: q.refs for q in qs}
+    assert ExactMatch().score(qs, perfect)[0]["accuracy"] == 100.0
+    assert [r["score"] for r in rows] == [1.0, 1.0, 0.0, 0.0, 1.0, 1.0, 0.0, 1.0]

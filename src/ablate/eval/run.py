@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections import Counter
 import logging
 import re
 from pathlib import Path
@@ -44,9 +45,16 @@ def exact_match_questions(eval_json: str):
 
 
 class ExactMatch:
-    """The minimal built-in benchmark: held-out synthetic questions, exact match after lower-casing."""
+    """The minimal built-in benchmark: held-out synthetic questions, exact match after lower-casing.
+
+    `blind_accuracy` is what answering every question with its type's most frequent answer scores: about the best
+    a model that ignores the image can do (colours, shapes and positions are drawn independently of the question
+    wording). `accuracy` above it means the cell uses the image; `accuracy_<type>` against `blind_<type>` shows
+    where.
+    """
     name = "synth_qa"
     prompt_suffix = ""
+    version = 2   # 2: blind_accuracy added (part of the eval cache key, so older cached metrics are recomputed)
 
     def score(self, questions, predictions):
         rows = [{"question_id": q.question_id, "prediction": predictions[q.question_id], "answer": q.refs,
@@ -56,6 +64,12 @@ class ExactMatch:
         for r in rows:
             by_type.setdefault(str(r.get("type")), []).append(r["score"])
         metrics.update({f"accuracy_{t}": 100.0 * sum(v) / len(v) for t, v in sorted(by_type.items())})
+        answers_by_type: dict[str, Counter] = {}
+        for r in rows:
+            answers_by_type.setdefault(str(r.get("type")), Counter())[_norm(r["answer"])] += 1
+        blind = {t: c.most_common(1)[0][1] for t, c in answers_by_type.items()}
+        metrics["blind_accuracy"] = 100.0 * sum(blind.values()) / max(1, len(rows))
+        metrics.update({f"blind_{t}": 100.0 * n / sum(answers_by_type[t].values()) for t, n in sorted(blind.items())})
         return metrics, rows
 
 
@@ -124,7 +138,8 @@ def evaluate_cell(vlm, tokenizer, cfg: DictConfig, cdir: Path, data: dict) -> tu
         key = C._digest({"weights": weights, "bench": name, "questions": qdigest, "n": len(questions),
                          "suffix": getattr(bench, "prompt_suffix", ""), "template": template.name,
                          "max_new_tokens": int(ev.max_new_tokens), "decoding": "greedy",
-                         "resolution": res}, 24)
+                         "resolution": res, **({"scoring": bench.version} if getattr(bench, "version", 1) != 1
+                                               else {})}, 24)
         cache, rows_path = cdir / "eval" / f"{name}.cache.json", cdir / "eval" / f"{name}.jsonl"
         cached = C.read_json(cache) if cache.exists() else None
         if cached and cached.get("key") == key and rows_path.exists():
