@@ -83,3 +83,46 @@ def test_peak_by_gpu_name(name, peak):
     from benchmarks.gpu_mfu import peak_flops
 
     assert peak_flops(name) == peak
+
+
+@pytest.mark.parametrize("stage,tuning", [("align", "full"), ("instruct", "full"), ("instruct", "lora")])
+def test_row_flops_are_step_flops_of_the_real_batches(stage, tuning, tmp_path):
+    """The FLOPs a row stores (StepFlops over each training batch) equal step_flops at that batch's shapes, and
+    FlopCounterMode's count of the real forward + backward."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from ablate.data import resolve_data
+    from ablate.data.collate import Collator
+    from ablate.data.tokenizer import build_tokenizer
+    from ablate.models.adapt import configure_stage
+    from ablate.models.build import build_vlm
+    from ablate.run import _dataset
+    from ablate.data.conversation import get_template
+    from ablate.train.flops import StepFlops, step_flops
+
+    cfg = compose(["resolution=224", f"tuning={tuning}", "trainer.attn_implementation=eager", "data.num_train=8",
+                   "data.num_eval=2", "lm.arch.resid_pdrop=0.0"], root=tmp_path)
+    data = resolve_data(cfg)
+    tok = build_tokenizer(cfg)
+    vlm = build_vlm(cfg, tok)
+    configure_stage(vlm, "align", cfg)
+    vlm = configure_stage(vlm, stage, cfg) if stage == "instruct" else vlm
+    template = get_template("plain" if stage == "align" else cfg.lm.template)
+    ds = _dataset(cfg, data["align_json" if stage == "align" else "instruct_json"], data["image_folder"], tok,
+                  template, stage)
+    batch = Collator(tok.pad_token_id, "right")([ds[i] for i in range(4)])
+    counted = StepFlops(vlm, cfg)(batch)
+    l_img = 256
+    merged = int((batch["attention_mask"].sum(1) + l_img - 1).max())
+    keep = int((batch["labels"][:, 1:] != -100).any(0).sum())
+    direct = step_flops(vlm, batch=4, images=4, lm_seq=merged, encoder_seq=l_img, image_tokens=l_img,
+                        logit_positions=4 * keep)["total"]
+    assert counted == pytest.approx(direct, rel=1e-9)
+    inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "pixel_values", "labels")}
+    with FlopCounterMode(display=False) as fc:
+        vlm(**inputs, labelled_logits_only=True).loss.backward()
+    assert fc.get_total_flops() == pytest.approx(counted, rel=TOL)
+    # a batch of cached encoder features (stage 1's feature cache) costs no encoder FLOPs
+    cached = StepFlops(vlm, cfg)({**batch, "image_features": torch.zeros(4, l_img, 64)})
+    enc = step_flops(vlm, batch=0, images=4, lm_seq=0, encoder_seq=l_img, image_tokens=0, logit_positions=0)
+    assert counted - cached == pytest.approx(enc["encoder_forward"] + enc["encoder_backward"], rel=1e-9)

@@ -72,6 +72,9 @@ def _same_result(resumed: dict, cdir: Path, reference) -> None:
     assert resumed["metrics"] == row["metrics"]
     a, b = torch.load(ref_dir / "stage2" / "weights.pt"), torch.load(cdir / "stage2" / "weights.pt")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    # what the row says was computed counts every step once, across the interruption
+    for key in ("tokens_seen", "train_flops"):
+        assert resumed["compute"][key] == row["compute"][key] > 0, key
 
 
 @pytest.mark.slow

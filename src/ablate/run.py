@@ -117,12 +117,15 @@ def _compute(cfg: DictConfig, cdir: Path, row: dict) -> None:
         # Loaded when shared; on rank 0 after training too (a no-op) so both paths end in the same state.
         # Other ranks that trained keep their in-memory copy: rank 0 may not have written the file yet.
         vlm.load_state_dict(torch.load(s1 / "weights.pt", map_location="cpu"), strict=False)
-    compute["stage1_shared"] = shared
+    compute["stage1_shared"] = shared     # this run found stage 1 done (another cell's, or its own earlier run's)
     if rank0:
+        # Its compute counts in the row of the cell that trained it, also when that cell is resumed (or forced)
+        # and finds its own stage 1 done: every stage 1 is counted exactly once in a sweep's compute.
+        own = not shared or C.read_json(s1 / "stage1.json").get("trained_by") == cdir.name
         s1_result = C.read_json(s1 / "result.json")
-        compute["wall_s"]["stage1"] = 0.0 if shared else s1_result["wall_s"]
+        compute["wall_s"]["stage1"] = s1_result["wall_s"] if own else 0.0
         row["metrics"]["train/stage1/loss"] = s1_result["final_loss"]
-        if not shared:
+        if own:
             compute["tokens_seen"] += s1_result["tokens_seen"]
             compute["train_flops"] += s1_result["train_flops"]
 
@@ -191,7 +194,6 @@ def _stage1(cfg: DictConfig, cdir: Path, s1: Path, vlm, tokenizer, data) -> bool
 def _train(cfg: DictConfig, vlm, stage: str, data: dict, tokenizer, out: Path, cdir: Path) -> dict | None:
     """Train one stage (resuming from out/ckpt if there is one); rank 0 writes out/result.json last."""
     from ablate.data.conversation import get_template
-    from ablate.train.flops import train_flops
     from ablate.train import preempt
     from ablate.train.logging import make_logger
     from ablate.train.stage import run_stage
@@ -211,7 +213,7 @@ def _train(cfg: DictConfig, vlm, stage: str, data: dict, tokenizer, out: Path, c
     result = {"wall_s": res.wall_s, "steps": res.steps, "tokens_seen": res.tokens_seen,
               "images_seen": res.images_seen, "final_loss": res.final_loss,
               "resumed_from_step": res.resumed_from_step,
-              "train_flops": train_flops(vlm, res.tokens_seen, res.images_seen, cfg)}
+              "train_flops": res.flops}
     C.write_json(out / "result.json", result)  # after run_stage's weights.pt: the stage's "done" mark
     preempt.hand_on()  # a SLURM warning that came during the stage's last step: requeue now that it is saved
     return result

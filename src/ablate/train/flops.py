@@ -1,30 +1,10 @@
-"""An estimate of training FLOPs from parameter counts and positions (the 2N forward / 4N backward rule)."""
+"""Model FLOPs of training: exact per step (`step_flops`), and summed over a stage's real batches (`StepFlops`).
+
+The same accounting serves a cell's row (`compute.train_flops`) and the GPU MFU benchmark (benchmarks/gpu_mfu.py).
+"""
 from __future__ import annotations
 
 import torch
-
-
-def train_flops(vlm, lm_tokens: int, images: int, cfg) -> float:
-    """FLOPs of one stage: forward 2*N per position; backward 2*N for activation grads through every module
-    above the lowest trainable one, plus 2*N_trainable for weight grads. Attention's L^2 term is left out.
-
-    Encoder and projector positions are images x image tokens; LM positions are the tokens the LM saw.
-    """
-    from ablate.models.encoder import num_image_tokens
-
-    l_img = num_image_tokens(cfg.encoder, int(cfg.resolution))
-    positions = {"encoder": images * l_img, "projector": images * l_img, "lm": lm_tokens}
-    order = ["encoder", "projector", "lm"]
-    n = {m: sum(p.numel() for p in getattr(vlm, m).parameters()) for m in order}
-    n_train = {m: sum(p.numel() for p in getattr(vlm, m).parameters() if p.requires_grad) for m in order}
-    lowest = next((i for i, m in enumerate(order) if n_train[m] > 0), len(order))
-    total = 0.0
-    for i, m in enumerate(order):
-        total += 2 * n[m] * positions[m]
-        if i > lowest:
-            total += 2 * n[m] * positions[m]
-        total += 2 * n_train[m] * positions[m]
-    return float(total)
 
 
 # ---- exact model FLOPs of one step, for MFU (benchmarks/gpu_mfu.py) ---------------------------------------------
@@ -81,3 +61,44 @@ def step_flops(vlm, *, batch: int, images: int, lm_seq: int, encoder_seq: int, i
         out["backward"] += bwd
     out["total"] = out["forward"] + out["backward"]
     return out
+
+
+class StepFlops:
+    """`step_flops` for any batch of one stage, cheaply: the FLOPs are a fixed polynomial in the batch's shape
+    once the stage's requires_grad flags are set, so its coefficients are taken from `step_flops` once.
+
+    A batch costs, per image, the encoder over its sequence (not when the batch carries cached `image_features`)
+    plus the projector; per row, the LM over the padded merged length T' (linear and attention's T'^2 terms);
+    and the LM head at the labelled positions (training runs it only where some row predicts a label).
+    """
+
+    def __init__(self, vlm, cfg):
+        from ablate.models.encoder import num_image_tokens
+
+        self.image_token_id = vlm.image_token_id
+        self.l_img = num_image_tokens(cfg.encoder, int(cfg.resolution))
+        enc_seq = (int(cfg.resolution) // vlm.encoder.patch_size) ** 2 + vlm.encoder.prefix
+
+        def f(**kw) -> float:
+            shape = {"batch": 0, "images": 0, "lm_seq": 0, "encoder_seq": 0, "image_tokens": 0,
+                     "logit_positions": 0, **kw}
+            return step_flops(vlm, **shape)["total"]
+
+        self.per_image = f(images=1, encoder_seq=enc_seq, image_tokens=self.l_img)
+        self.per_cached_image = f(images=1, image_tokens=self.l_img)
+        one, two = f(batch=1, lm_seq=1), f(batch=1, lm_seq=2)
+        self.lm_quadratic = (two - 2 * one) / 2
+        self.lm_linear = one - self.lm_quadratic
+        self.per_logit = f(logit_positions=1)
+
+    def __call__(self, batch: dict) -> float:
+        """FLOPs of one forward + backward of the VLM on a (CPU) training batch from the collator."""
+        ids, mask = batch["input_ids"], batch["attention_mask"]
+        per_row = (ids == self.image_token_id).sum(1)                                  # (B,)
+        merged = int((mask.sum(1) + per_row * (self.l_img - 1)).max())                 # T' after the merge
+        rows, images = ids.shape[0], int(per_row.sum())
+        # the head runs at columns where any row predicts a label (VLM.forward(labelled_logits_only=True))
+        keep = int((batch["labels"][:, 1:] != -100).any(0).sum()) if "labels" in batch else merged
+        image = self.per_cached_image if batch.get("image_features") is not None else self.per_image
+        return (images * image + rows * (self.lm_linear * merged + self.lm_quadratic * merged ** 2)
+                + self.per_logit * rows * keep)

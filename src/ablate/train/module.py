@@ -32,7 +32,7 @@ class VLMModule(L.LightningModule):
     def __init__(self, vlm, stage: str, *, lr: float, weight_decay: float, warmup_ratio: float,
                  total_steps: int, micro_batch_size: int, accumulate: int, seed: int,
                  dataset, collator, num_workers: int = 0, image_tokens: int = 1,
-                 length_grouping: bool = False, log_every_n_steps: int = 1):
+                 length_grouping: bool = False, log_every_n_steps: int = 1, flops_counter=None):
         super().__init__()
         self.vlm = vlm
         self.stage = stage
@@ -43,6 +43,8 @@ class VLMModule(L.LightningModule):
         self.length_grouping, self.log_every = length_grouping, max(1, int(log_every_n_steps))
         self.tokens_seen = 0   # LM positions trained on: text tokens + image tokens
         self.images_seen = 0
+        self.flops_counter = flops_counter   # batch -> model FLOPs of its forward + backward (train/flops.py)
+        self.flops_seen = 0.0
         # Frozen weights are not in the checkpoint (see on_save_checkpoint), so loading must not be strict.
         self.strict_loading = False
 
@@ -69,6 +71,8 @@ class VLMModule(L.LightningModule):
         self.images_seen += n_img
         # the <image> placeholder becomes L_img positions in the LM
         self.tokens_seen += int(batch["attention_mask"].sum()) + n_img * (self.image_tokens - 1)
+        if self.flops_counter is not None:
+            self.flops_seen += self.flops_counter(batch)
         return batch
 
     def training_step(self, batch, batch_idx):
@@ -105,6 +109,7 @@ class VLMModule(L.LightningModule):
                                     "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
         checkpoint["ablate_tokens_seen"] = self.tokens_seen
         checkpoint["ablate_images_seen"] = self.images_seen
+        checkpoint["ablate_flops_seen"] = self.flops_seen
 
     def on_load_checkpoint(self, checkpoint):
         # The RNG state is applied just before the first resumed batch, not here: creating the DataLoader
@@ -112,6 +117,7 @@ class VLMModule(L.LightningModule):
         self._resume_rng = checkpoint.get("ablate_rng")
         self.tokens_seen = checkpoint.get("ablate_tokens_seen", 0)
         self.images_seen = checkpoint.get("ablate_images_seen", 0)
+        self.flops_seen = checkpoint.get("ablate_flops_seen", 0.0)
 
     def on_train_batch_start(self, batch, batch_idx):
         rng, self._resume_rng = getattr(self, "_resume_rng", None), None

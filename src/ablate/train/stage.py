@@ -28,6 +28,7 @@ class StageResult:
     steps: int
     tokens_seen: int
     images_seen: int
+    flops: float            # model FLOPs of every step run (train/flops.py: StepFlops); 0 without a counter
     final_loss: float | None
     resumed_from_step: int
 
@@ -78,6 +79,7 @@ def _plugins(cfg: DictConfig) -> list:
 def build_module(vlm, stage: str, cfg: DictConfig, dataset, collator) -> VLMModule:
     """The LightningModule of one stage, with the stage's optimiser, schedule and data settings."""
     from ablate.models.encoder import num_image_tokens
+    from ablate.train.flops import StepFlops
 
     s = cfg.scale[STAGE_KEYS[stage]]
     steps, accumulate = plan_steps(cfg, stage, len(dataset))
@@ -87,7 +89,7 @@ def build_module(vlm, stage: str, cfg: DictConfig, dataset, collator) -> VLMModu
                      dataset=dataset, collator=collator, num_workers=resolve_num_workers(cfg),
                      image_tokens=num_image_tokens(cfg.encoder, int(cfg.resolution)),
                      length_grouping=bool(cfg.trainer.get("length_grouping", False)),
-                     log_every_n_steps=int(cfg.trainer.log_every_n_steps))
+                     log_every_n_steps=int(cfg.trainer.log_every_n_steps), flops_counter=StepFlops(vlm, cfg))
 
 
 def build_trainer(cfg: DictConfig, steps: int, accumulate: int, out_dir: Path, logger=None,
@@ -172,5 +174,5 @@ def run_stage(vlm, stage: str, cfg: DictConfig, dataset, collator, out_dir: Path
         from ablate.cell import atomic_save
         atomic_save(trainable_state(vlm), out_dir / "weights.pt")
     return StageResult(wall_s=wall, steps=int(trainer.global_step), tokens_seen=int(module.tokens_seen),
-                       images_seen=int(module.images_seen),
+                       images_seen=int(module.images_seen), flops=float(module.flops_seen),
                        final_loss=float(loss) if loss is not None else None, resumed_from_step=resumed)
