@@ -147,6 +147,8 @@ def test_mmbench_circular_eval_needs_every_rotated_copy(tmp_path):
     assert qs[0].prompt == ("A hint\nWhat?\nA. cat\nB. dog\n"
                             "Answer with the option's letter from the given choices directly.")  # stops at "None"
     assert qs[0].image.size == (8, 6)
+    # identical image cells (rotated copies) are one object, so batched generation shares their prefix
+    assert qs[0].image is qs[1].image is qs[3].image
     m, rows_out = bench.score(qs, {"0": "A", "1000000": "B", "1": "C", "1000001": "A"})
     assert m["accuracy"] == 50 and m["vanilla_accuracy"] == 100 and m["category/colours"] == 0
     assert [r["circular_pass"] for r in rows_out] == [True, True, False, False]

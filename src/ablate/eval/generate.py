@@ -60,10 +60,12 @@ def generate_answers(vlm, tokenizer, template, requests: Sequence[Request], load
     try:
         pending = submit(0)
         for k, idx in enumerate(it):
-            futures, pending = pending, submit(k + 1)
+            # this batch's images first, then the next batch's loads: an image object shared by both batches
+            # (the same in-memory image) is never decoded by two threads at once
+            images = {key: f.result() for key, f in pending.items()}
+            pending = submit(k + 1)
             reqs = [requests[i] for i in idx]
             ids = [template.encode_prompt(r.text, tokenizer, image=r.image is not None) for r in reqs]
-            images = {key: f.result() for key, f in futures.items()}
             split = _shared_prefix(ids, image_id) if share_prefix else None
             if split is not None:
                 slot = {key: n for n, key in enumerate(images)}

@@ -75,7 +75,7 @@ class MMBench(Benchmark):
 
     def load(self, root=None, *, questions=None, gt=None, images=None) -> list[Question]:
         p = self.paths(root, questions=questions, gt=gt, images=images)
-        out = []
+        out, decoded = [], {}
         for lineno, row in read_table(p["questions"]):
             for col in ("index", "question"):
                 if _is_none(row.get(col)):
@@ -102,20 +102,26 @@ class MMBench(Benchmark):
                 text += f"\n{letter}. {option}"
             meta = {"index": index, "category": None if _is_none(row.get("category")) else str(row["category"]),
                     "split": None if _is_none(row.get("split")) else str(row["split"])}
-            out.append(Question(str(index), self._image(row.get("image"), p["questions"], lineno),
+            out.append(Question(str(index), self._image(row.get("image"), p["questions"], lineno, decoded),
                                 self.with_suffix(text), {"answer": answer, "choices": choices,
                                                          "question": str(row["question"])}, meta))
         return out
 
     @staticmethod
-    def _image(value, path, lineno):
+    def _image(value, path, lineno, decoded: dict):
+        """The row's image; rows with the same image cell (CircularEval's rotated copies) get the same object,
+        so batched generation treats them as one image (ablate.eval.generate: one prefix per distinct image)."""
         if _is_none(value):
             return None
         from PIL import Image  # only needed when the table carries images
 
+        key = str(value)
+        if key in decoded:
+            return decoded[key]
         try:
             # Image.open is lazy: pixels are decoded when the model's processor first touches them.
-            return Image.open(io.BytesIO(base64.b64decode(str(value))))
+            decoded[key] = Image.open(io.BytesIO(base64.b64decode(key)))
+            return decoded[key]
         except Exception as e:  # a corrupt cell: say where
             raise EvalInputError(path, f"image cell is not a base64 image ({type(e).__name__})", lineno) from None
 
