@@ -3,7 +3,8 @@
 The tiny cell's model (untrained) answers the same questions through ablate.eval.generate.generate_answers,
 in runs that alternate between batch 1 and batch 16 (with and without prefix sharing): the held-out synthetic questions (2 per image) at the
 synthetic eval's max_new_tokens and at a longer 32, and the POPE-style questions (several per image, as in
-POPE, GQA, VQAv2 or MME) at the eval's max_new_tokens. At batch 16 the questions about one image share its
+POPE, GQA, VQAv2 or MME) and MMBench-style questions (CircularEval's rotated copies of one image) at the eval's
+max_new_tokens. At batch 16 the questions about one image share its
 prefix (system text + image tokens: one encoder and LM pass per distinct image in the batch); at batch 1 every
 question runs its whole prompt, as LLaVA's one-question loop does. Answers must not depend on the batch size:
 reported. A breakdown of one batch of 16 full prompts (image preprocessing, encoder + merge, LM prefill,
@@ -49,8 +50,10 @@ def _breakdown(vlm, tokenizer, template, requests, load_image) -> dict:
 def run(quick: bool = False) -> dict:
     from ablate.data import resolve_data
     from ablate.data.conversation import get_template
-    from ablate.data.image import preprocess_image
-    from ablate.eval.generate import Request, generate_answers
+    from PIL import Image
+
+    from ablate.data.image import preprocess_image, to_pixel_values
+    from ablate.eval.generate import Request, _image_key, generate_answers
     from ablate.eval.run import _load, exact_match_questions
 
     n_q, repeats = (16, 1) if quick else (32, 2)
@@ -62,16 +65,21 @@ def run(quick: bool = False) -> dict:
     requests = [Request(q.question_id, q.prompt, q.image) for q in questions]
     pope = _load("synth_pope", cfg, data)[1][:n_q * 2]
     pope_requests = [Request(q.question_id, q.prompt, q.image) for q in pope]
+    mmb = _load("synth_mmb", cfg, data)[1][:n_q * 2]        # CircularEval: 4 rotated copies per image
+    mmb_requests = [Request(q.question_id, q.prompt, q.image) for q in mmb]
     template = get_template(cfg.lm.template)
     res, mean, std = int(cfg.resolution), list(cfg.encoder.image_mean), list(cfg.encoder.image_std)
 
-    def load_image(path):
-        return preprocess_image(path, res, mean, std)
+    def load_image(image):
+        if isinstance(image, Image.Image):      # MMBench's TSV carries decoded images
+            return to_pixel_values(image.convert("RGB"), res, mean, std)
+        return preprocess_image(image, res, mean, std)
 
     out = {"name": "generation_batched_vs_single", "target": ">= 5 (questions/s, batch 16 / batch 1)"}
     short = int(cfg.eval.max_new_tokens)
     for label, max_new, reqs in ((f"max_new_{short}", short, requests), ("max_new_32", 32, requests[:16]),
-                                 (f"pope_max_new_{short}", short, pope_requests)):
+                                 (f"pope_max_new_{short}", short, pope_requests),
+                                 (f"mmb_max_new_{short}", short, mmb_requests)):
         arms = {"single": (1, False), "batched": (16, False), "shared": (16, True)}
         times: dict[str, list[float]] = {k: [] for k in arms}
         answers: dict[str, dict] = {}
@@ -84,7 +92,7 @@ def run(quick: bool = False) -> dict:
                                                 max_new_tokens=max_new, share_prefix=share)
                 times[arm].append(time.perf_counter() - t0)
         qps = {arm: len(reqs) / median(t) for arm, t in times.items()}
-        out[label] = {"questions": len(reqs), "images": len({str(r.image) for r in reqs}),
+        out[label] = {"questions": len(reqs), "images": len({_image_key(r.image) for r in reqs}),
                       "questions_per_s_batch1": qps["single"],
                       "questions_per_s_batch16_no_sharing": qps["batched"],
                       "questions_per_s_batch16": qps["shared"], "ratio": qps["shared"] / qps["single"],
@@ -95,8 +103,10 @@ def run(quick: bool = False) -> dict:
     out["ratio_32_tokens"] = out["max_new_32"]["ratio"]
     out["ratio_pope"] = out[f"pope_max_new_{short}"]["ratio"]
     out["ratio_pope_no_sharing"] = out[f"pope_max_new_{short}"]["ratio_without_sharing"]
+    out["ratio_mmb"] = out[f"mmb_max_new_{short}"]["ratio"]
+    out["ratio_mmb_no_sharing"] = out[f"mmb_max_new_{short}"]["ratio_without_sharing"]
     out["batch16_breakdown_s"] = _breakdown(vlm, cell.tokenizer, template, requests[:16], load_image)
     out["what"] = ("tiny cell, greedy with KV cache: questions/s at batch 16 (questions about one image share its "
                    "prefix) vs batch 1 (whole prompt per question); held-out synthetic questions at "
-                   f"max_new_tokens={short} (the synthetic eval) and 32, POPE-style questions at {short}")
+                   f"max_new_tokens={short} (the synthetic eval) and 32, POPE- and MMBench-style questions at {short}")
     return out
