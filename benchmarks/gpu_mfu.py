@@ -101,19 +101,11 @@ def make_batch(vlm, tok, cfg, stage: str, micro: int, text_len: int, device: str
 
 
 def flops_of(vlm, batch: dict, cfg) -> dict:
-    from ablate.models.encoder import num_image_tokens
-    from ablate.train.flops import step_flops
+    """step_flops of one micro-step at the batch's shape (the accounting rows use: ablate.train.flops.StepFlops)."""
+    from ablate.train.flops import StepFlops, step_flops
 
-    l_img = num_image_tokens(cfg.encoder, int(cfg.resolution))
-    enc = vlm.encoder
-    enc_seq = (int(cfg.resolution) // enc.patch_size) ** 2 + enc.prefix
-    b, t = batch["input_ids"].shape
-    lm_seq = t - 1 + l_img
-    # labelled_logits_only: the head runs where any row predicts a label; expanding the leading <image> into
-    # l_img positions of label -100 leaves that count unchanged
-    keep = int((batch["labels"][:, 1:] != -100).any(0).sum())
-    return step_flops(vlm, batch=b, images=b, lm_seq=lm_seq, encoder_seq=enc_seq, image_tokens=l_img,
-                      logit_positions=b * keep), lm_seq
+    shape = StepFlops(vlm, cfg).shape(batch)
+    return step_flops(vlm, **shape), shape["lm_seq"]
 
 
 def counted_flops(vlm, batch: dict, amp) -> float:

@@ -63,8 +63,9 @@ def run_cell(cfg: DictConfig) -> dict:
     try:
         validate(cfg)
         from ablate.sweeps import cell_launch_errors
-        if cell_launch_errors(cfg):
-            raise ConfigError("invalid ablate config:\n  - " + "\n  - ".join(cell_launch_errors(cfg)))
+        errors = cell_launch_errors(cfg)
+        if errors:
+            raise ConfigError("invalid ablate config:\n  - " + "\n  - ".join(errors))
         # force redoes a *complete* cell. An incomplete one (a requeued or re-run job of a forced sweep) keeps
         # its checkpoints, so a preempted forced cell resumes instead of starting over on every requeue.
         if rank0 and cfg.run.force and existing and existing.get("status") == "complete":

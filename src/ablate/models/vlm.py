@@ -95,8 +95,13 @@ class VLM(nn.Module):
                 raise ValueError(f"{src.shape[0]} images for {n} <image> placeholders (per row: "
                                  f"{per_row.tolist()}): give one image per placeholder, or one per row when "
                                  "each row has at most one placeholder")
-        feats = src if image_features is not None else self.encode_images(src)       # (N, L_img, D_v)
-        return self.projector(feats.to(self.projector.fc1.weight.dtype))              # (N, L_img, D_lm)
+        return self.project_images(src if image_features is None else None, image_features)
+
+    def project_images(self, pixel_values: Optional[torch.Tensor] = None,
+                       image_features: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """(N, L_img, D_lm) image tokens for the LM from pixels, or from precomputed encoder features."""
+        feats = image_features if image_features is not None else self.encode_images(pixel_values)  # (N, L, D_v)
+        return self.projector(feats.to(self.projector.fc1.weight.dtype))
 
     # ---- sequence assembly ----------------------------------------------------------------------------------
     def merge(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor],
@@ -214,8 +219,7 @@ class VLM(nn.Module):
         try:
             lm, embed = self.lm_model, self.lm_model.get_input_embeddings()
             device = embed.weight.device
-            feats = image_features if image_features is not None else self.encode_images(pixel_values)
-            img = self.projector(feats.to(self.projector.fc1.weight.dtype))               # (U, L_img, D)
+            img = self.project_images(pixel_values, image_features)                        # (U, L_img, D)
             U = img.shape[0]
             pre = embed(torch.tensor(prefix_ids, dtype=torch.long, device=device))       # (P0, D)
             prefix = torch.cat([pre[None].expand(U, -1, -1), img.to(pre.dtype)], dim=1)  # (U, P, D)

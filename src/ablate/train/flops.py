@@ -77,7 +77,7 @@ class StepFlops:
 
         self.image_token_id = vlm.image_token_id
         self.l_img = num_image_tokens(cfg.encoder, int(cfg.resolution))
-        enc_seq = (int(cfg.resolution) // vlm.encoder.patch_size) ** 2 + vlm.encoder.prefix
+        self.enc_seq = enc_seq = (int(cfg.resolution) // vlm.encoder.patch_size) ** 2 + vlm.encoder.prefix
 
         def f(**kw) -> float:
             shape = {"batch": 0, "images": 0, "lm_seq": 0, "encoder_seq": 0, "image_tokens": 0,
@@ -91,14 +91,22 @@ class StepFlops:
         self.lm_linear = one - self.lm_quadratic
         self.per_logit = f(logit_positions=1)
 
-    def __call__(self, batch: dict) -> float:
-        """FLOPs of one forward + backward of the VLM on a (CPU) training batch from the collator."""
+    def shape(self, batch: dict) -> dict:
+        """`step_flops` arguments of a training batch from the collator: images, rows, the padded merged length
+        T' and the head's positions (columns where any row predicts a label: VLM.forward(labelled_logits_only))."""
         ids, mask = batch["input_ids"], batch["attention_mask"]
         per_row = (ids == self.image_token_id).sum(1)                                  # (B,)
         merged = int((mask.sum(1) + per_row * (self.l_img - 1)).max())                 # T' after the merge
-        rows, images = ids.shape[0], int(per_row.sum())
-        # the head runs at columns where any row predicts a label (VLM.forward(labelled_logits_only=True))
+        rows = ids.shape[0]
         keep = int((batch["labels"][:, 1:] != -100).any(0).sum()) if "labels" in batch else merged
-        image = self.per_cached_image if batch.get("image_features") is not None else self.per_image
-        return (images * image + rows * (self.lm_linear * merged + self.lm_quadratic * merged ** 2)
-                + self.per_logit * rows * keep)
+        cached = batch.get("image_features") is not None
+        return {"batch": rows, "images": int(per_row.sum()), "lm_seq": merged,
+                "encoder_seq": 0 if cached else self.enc_seq, "image_tokens": self.l_img,
+                "logit_positions": rows * keep}
+
+    def __call__(self, batch: dict) -> float:
+        """FLOPs of one forward + backward of the VLM on a (CPU) training batch: step_flops at `shape(batch)`."""
+        s = self.shape(batch)
+        image = self.per_image if s["encoder_seq"] else self.per_cached_image
+        return (s["images"] * image + s["batch"] * (self.lm_linear * s["lm_seq"] + self.lm_quadratic * s["lm_seq"] ** 2)
+                + self.per_logit * s["logit_positions"])
