@@ -115,7 +115,8 @@ def test_llava_json_files_are_well_formed(tmp_path):
     align = json.loads(paths.align_json.read_text())
     assert len(align) == 12 and all(len(r["conversations"]) == 2 for r in align)
     instruct = json.loads(paths.instruct_json.read_text())
-    assert all(4 <= len(r["conversations"]) <= 8 for r in instruct)
+    lo, hi = data_cfg(tmp_path).data.turns
+    assert all(2 * lo <= len(r["conversations"]) <= 2 * hi for r in instruct)
     evals = json.loads(paths.eval_json.read_text())
     assert len(evals) == 6 * 2 and all(r["type"] != "describe" for r in evals)
     assert all(r["image"].startswith("images/eval-") for r in evals)

@@ -33,19 +33,20 @@ CAPTION_REQUESTS = ["Describe the image briefly.", "Write a short caption for th
 QUESTION_TYPES = ["color_at", "shape_at", "color_of", "shape_of", "where", "count", "size", "exists",
                   "text_present", "text_read", "mc_color", "describe"]
 
-# Generator settings (these keys + GENERATOR_VERSION name the dataset directory). Mostly single-object scenes and
-# a colour-heavy mix, so a tiny cell learns colour questions within 150 steps at batch 16 (docs/data.md).
+# Generator settings (these keys + GENERATOR_VERSION name the dataset directory). Mostly single-object scenes with
+# large objects, a colour-heavy mix and 6-8 questions per image, so a random-init tiny cell learns to read colours
+# within its 400 stage-2 steps at batch 16 (docs/data.md, "Learnability").
 DEFAULTS = {
     "seed": 0,
     "num_train": 1000,
     "num_eval": 200,
-    "count_weights": [0.6, 0.25, 0.15],   # P(1 object), P(2), P(3), ... (at most 5: one per position)
+    "count_weights": [0.8, 0.15, 0.05],   # P(1 object), P(2), P(3), ... (at most 5: one per position)
     "small_prob": 0.3,                    # chance that an object is small
-    "large_r": [36, 52],                  # radius range (px at 448) of large objects
+    "large_r": [44, 56],                  # radius range (px at 448) of large objects
     "small_r": [5, 7],                    # of small ones: 10-14 px across, 5-7 px after downsampling to 224
     "text_prob": 0.5,                     # chance that a scene carries a two-character code
     "text_px": [7, 14],                   # glyph heights to draw the code with (multiples of 7)
-    "turns": [2, 4],                      # question-answer turns per instruct conversation (min, max)
+    "turns": [6, 8],                      # question-answer turns per instruct conversation (min, max)
     "eval_questions_per_scene": 2,
     "question_weights": {"color_at": 3, "color_of": 3, "shape_at": 1, "shape_of": 1, "where": 1, "count": 1,
                          "size": 1, "exists": 1, "text_present": 1, "text_read": 0.5, "mc_color": 1,
