@@ -50,9 +50,7 @@ def _breakdown(vlm, tokenizer, template, requests, load_image) -> dict:
 def run(quick: bool = False) -> dict:
     from ablate.data import resolve_data
     from ablate.data.conversation import get_template
-    from PIL import Image
-
-    from ablate.data.image import preprocess_image, to_pixel_values
+    from ablate.data.image import preprocess_image
     from ablate.eval.generate import Request, _image_key, generate_answers
     from ablate.eval.run import _load, exact_match_questions
 
@@ -70,9 +68,7 @@ def run(quick: bool = False) -> dict:
     template = get_template(cfg.lm.template)
     res, mean, std = int(cfg.resolution), list(cfg.encoder.image_mean), list(cfg.encoder.image_std)
 
-    def load_image(image):
-        if isinstance(image, Image.Image):      # MMBench's TSV carries decoded images
-            return to_pixel_values(image.convert("RGB"), res, mean, std)
+    def load_image(image):   # a path, or a decoded image (MMBench's TSV)
         return preprocess_image(image, res, mean, std)
 
     out = {"name": "generation_batched_vs_single", "target": ">= 5 (questions/s, batch 16 / batch 1)"}

@@ -53,5 +53,6 @@ def to_pixel_values(img: Image.Image, resolution: int, image_mean, image_std) ->
 
 
 def preprocess_image(path, resolution: int, image_mean, image_std, record: str | None = None) -> torch.Tensor:
-    """load_image + to_pixel_values."""
-    return to_pixel_values(load_image(path, record), resolution, image_mean, image_std)
+    """load_image + to_pixel_values. `path` may also be an already decoded image (MMBench-style TSVs carry them)."""
+    img = path.convert("RGB") if isinstance(path, Image.Image) else load_image(path, record)
+    return to_pixel_values(img, resolution, image_mean, image_std)

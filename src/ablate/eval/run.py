@@ -112,9 +112,7 @@ def suite_root(cfg: DictConfig, data: dict) -> Path:
 def evaluate_cell(vlm, tokenizer, cfg: DictConfig, cdir: Path, data: dict) -> tuple[dict, dict]:
     """Run every benchmark of cfg.eval; return (metrics as eval/<bench>/<metric>, per-question file paths)."""
     from ablate.data.conversation import get_template
-    from PIL import Image
-
-    from ablate.data.image import preprocess_image, to_pixel_values
+    from ablate.data.image import preprocess_image
     from ablate.eval.generate import Request, generate_answers
 
     ev = cfg.eval
@@ -122,9 +120,7 @@ def evaluate_cell(vlm, tokenizer, cfg: DictConfig, cdir: Path, data: dict) -> tu
     weights = file_digest(cdir / "stage2" / "weights.pt")
     res, mean, std = int(cfg.resolution), list(cfg.encoder.image_mean), list(cfg.encoder.image_std)
 
-    def load_image(image):
-        if isinstance(image, Image.Image):  # MMBench-style TSVs carry decoded images, not paths
-            return to_pixel_values(image.convert("RGB"), res, mean, std)
+    def load_image(image):   # a path, or a decoded image (MMBench-style TSVs)
         return preprocess_image(image, res, mean, std)
 
     metrics, per_question = {}, {}
