@@ -153,7 +153,7 @@ def _compute(cfg: DictConfig, cdir: Path, row: dict) -> None:
 
     # ---- evaluation (rank 0 only) ------------------------------------------------------------------------
     # Training is saved: from here a SLURM warning requeues at once (benchmark results are cached).
-    preempt.hand_on()
+    preempt.hand_on(after="training saved")
     preempt.release()
     t0 = time.perf_counter()
     metrics, per_question = evaluate_cell(vlm, tokenizer, cfg, cdir, data)
@@ -209,14 +209,15 @@ def _train(cfg: DictConfig, vlm, stage: str, data: dict, tokenizer, out: Path, c
         logger = make_logger(cfg, cdir, "instruct")
     res = run_stage(vlm, stage, cfg, ds, _collator(tokenizer), out, logger)
     if not is_rank_zero():
-        preempt.hand_on()
+        preempt.hand_on(after=f"stage {stage} finished and saved")
         return None
     result = {"wall_s": res.wall_s, "steps": res.steps, "tokens_seen": res.tokens_seen,
               "images_seen": res.images_seen, "final_loss": res.final_loss,
               "resumed_from_step": res.resumed_from_step,
               "train_flops": res.flops}
     C.write_json(out / "result.json", result)  # after run_stage's weights.pt: the stage's "done" mark
-    preempt.hand_on()  # a SLURM warning that came during the stage's last step: requeue now that it is saved
+    # a SLURM warning that came during the stage's last steps: requeue now that it is saved
+    preempt.hand_on(after=f"stage {stage} finished and saved")
     return result
 
 

@@ -47,10 +47,13 @@ def pending() -> bool:
     return _pending is not None
 
 
-def hand_on() -> None:
-    """If a signal is pending, give it to the handler it was meant for (submitit: requeue, then exit)."""
+def hand_on(after: str | None = None) -> None:
+    """If a signal is pending, give it to the handler it was meant for (submitit: requeue, then exit).
+    `after` says in the log what was saved first (the callback logs its own checkpoint instead)."""
     global _pending
     if _pending is not None and _previous is not None:
+        if after:
+            log.warning("%s; handing the signal to the requeue handler", after)
         signum, frame = _pending
         _pending = None
         previous = release()
