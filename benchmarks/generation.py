@@ -54,7 +54,7 @@ def run(quick: bool = False) -> dict:
     from ablate.eval.generate import Request, _image_key, generate_answers
     from ablate.eval.run import _load, exact_match_questions
 
-    n_q, repeats = (16, 1) if quick else (32, 2)
+    n_q, repeats = (16, 1) if quick else (64, 2)   # 64: 4 batches, so the first batch's image loads do not dominate
     cfg = tiny_cfg()
     cell = build_cell(cfg, "instruct")
     vlm = cell.vlm.eval()

@@ -283,11 +283,15 @@ def test_generate_does_not_depend_on_batch_size(lm):
     assert seq[0, i1.shape[1]:].tolist() == v.generate(i1, m1, px[[0]], max_new_tokens=4)[0].tolist()[:4]
 
 
-@pytest.mark.parametrize("lm", ["phi2", "qwen15_1_8b", "pythia_1_4b", "stablelm_1_6b"])
-def test_shared_prefix_generation_equals_whole_prompts(lm):
-    """Rows about the same image share the prefix's KV cache; each row's tokens equal its own whole-prompt run."""
+@pytest.mark.parametrize("lm,attn", [("phi2", "sdpa"), ("qwen15_1_8b", "sdpa"), ("pythia_1_4b", "sdpa"),
+                                     ("stablelm_1_6b", "sdpa"), ("phi2", "eager")])
+def test_shared_prefix_generation_equals_whole_prompts(lm, attn):
+    """Rows about the same image share the prefix's KV cache; each row's tokens equal its own whole-prompt run
+    (with both attention implementations: the shared path hands the LM its own 4-D masks)."""
     torch.manual_seed(2)
-    v = build_vlm(compose("encoder=clip", f"lm={lm}"), make_tokenizer(padding_side="left")).eval()
+    cfg = compose("encoder=clip", f"lm={lm}", f"trainer.attn_implementation={attn}")
+    v = build_vlm(cfg, make_tokenizer(padding_side="left")).eval()
+    assert v.lm_model.config._attn_implementation == attn
     px = torch.randn(2, 3, 224, 224)
     prefix, suffixes, image_of = [10, 11], [[12, 13, 14], [15], [16, 17], [12, 13, 14, 18, 19], [20]], [0, 1, 1, 0, 0]
     shared = v.generate_shared_prefix(prefix, suffixes, image_of, pixel_values=px, max_new_tokens=6)

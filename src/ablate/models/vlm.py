@@ -34,6 +34,12 @@ class Merged:
     labels: Optional[torch.Tensor]       # (B, T') or None
 
 
+def _additive(keep: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """(B, Q, K) bool, True where a query may attend a key -> (B, 1, Q, K) additive mask (0 or dtype's min), the
+    form transformers passes through unchanged to both its eager and its SDPA attention."""
+    return torch.zeros(keep.shape, dtype=dtype, device=keep.device).masked_fill_(~keep, torch.finfo(dtype).min)[:, None]
+
+
 def causal_lm_loss(logits: torch.Tensor, labels: torch.Tensor,
                    attention_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Mean next-token cross-entropy over positions whose label is not -100 (0 when there are none).
@@ -237,7 +243,14 @@ class VLM(nn.Module):
             ids, smask = ids.to(device), smask.to(device)
             mask = torch.cat([torch.ones((B, P), dtype=torch.long, device=device), smask], dim=1)
             pos = (mask.cumsum(-1) - 1).clamp(min=0)
-            logits = lm(inputs_embeds=embed(ids), attention_mask=mask, position_ids=pos[:, P:],
+            # The masks go in as 4-D additive masks built here: given a 2-D padding mask, transformers builds
+            # the 4-D one itself on every forward (through vmap), which took a third of this loop's time at
+            # tiny scale. A suffix token sees the whole prefix, its row's real suffix tokens up to itself.
+            causal = torch.ones((S, S), dtype=torch.bool, device=device).tril()
+            keep = torch.cat([torch.ones((B, S, P), dtype=torch.bool, device=device),
+                              causal[None] & smask[:, None, :].bool()], dim=2)       # (B, S, P + S)
+            dtype = prefix.dtype
+            logits = lm(inputs_embeds=embed(ids), attention_mask=_additive(keep, dtype), position_ids=pos[:, P:],
                         past_key_values=cache, use_cache=True, logits_to_keep=1).logits[:, -1]
             next_pos = pos[:, -1:] + 1
             stop = stop.to(device)
@@ -250,7 +263,8 @@ class VLM(nn.Module):
                 if bool(done.all()):
                     break
                 mask = torch.cat([mask, torch.ones((B, 1), dtype=mask.dtype, device=device)], dim=1)
-                logits = lm(inputs_embeds=embed(tok[:, None]), attention_mask=mask, position_ids=next_pos,
+                step_mask = _additive(mask[:, None, :].bool(), dtype)                        # (B, 1, 1, K)
+                logits = lm(inputs_embeds=embed(tok[:, None]), attention_mask=step_mask, position_ids=next_pos,
                             past_key_values=cache, use_cache=True, logits_to_keep=1).logits[:, -1]
                 next_pos = next_pos + 1
             return torch.stack(out, dim=1) if out else torch.empty((B, 0), dtype=torch.long, device=device)
