@@ -56,6 +56,9 @@ def test_two_cpu_ranks_train_like_one_process(tmp_path, data_root):
     diff1 = _close(_weights(s1a / "weights.pt"), _weights(s1b / "weights.pt"))
     diff2 = _close(_weights(c1 / "stage2" / "weights.pt"), _weights(c2 / "stage2" / "weights.pt"))
     print(f"DDP vs one process: max |weight difference| stage 1 {diff1:.2e}, stage 2 {diff2:.2e}")
+    # the row counts what every rank trained on, not rank 0's share
+    assert two["compute"]["tokens_seen"] == one["compute"]["tokens_seen"] > 0
+    assert two["compute"]["train_flops"] == pytest.approx(one["compute"]["train_flops"], rel=1e-9)
     evals = {k: v for k, v in one["metrics"].items() if k.startswith("eval/")}
     assert evals and {k: two["metrics"][k] for k in evals} == evals
 

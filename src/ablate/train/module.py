@@ -41,10 +41,13 @@ class VLMModule(L.LightningModule):
         self.seed, self.dataset, self.collator, self.num_workers = seed, dataset, collator, num_workers
         self.image_tokens = image_tokens
         self.length_grouping, self.log_every = length_grouping, max(1, int(log_every_n_steps))
-        self.tokens_seen = 0   # LM positions trained on: text tokens + image tokens
-        self.images_seen = 0
         self.flops_counter = flops_counter   # batch -> model FLOPs of its forward + backward (train/flops.py)
-        self.flops_seen = 0.0
+        # What training consumed: LM positions (text tokens + image tokens), images, model FLOPs. Each process
+        # counts its own batches (`_local`); the totals over all ranks are summed when a checkpoint is written
+        # and when training ends, on top of the totals a resumed run restores (`_restored`).
+        self._restored = torch.zeros(3, dtype=torch.float64)
+        self._local = torch.zeros(3, dtype=torch.float64)
+        self.tokens_seen, self.images_seen, self.flops_seen = 0, 0, 0.0   # the totals, set at the end of training
         # Frozen weights are not in the checkpoint (see on_save_checkpoint), so loading must not be strict.
         self.strict_loading = False
 
@@ -68,12 +71,25 @@ class VLMModule(L.LightningModule):
         # Counted here, on the CPU copy: counting the device copy would make the CPU wait for the GPU
         # (an .item() sync) every step.
         n_img = int(batch["has_image"].sum()) if "has_image" in batch else 0
-        self.images_seen += n_img
         # the <image> placeholder becomes L_img positions in the LM
-        self.tokens_seen += int(batch["attention_mask"].sum()) + n_img * (self.image_tokens - 1)
+        self._local[0] += int(batch["attention_mask"].sum()) + n_img * (self.image_tokens - 1)
+        self._local[1] += n_img
         if self.flops_counter is not None:
-            self.flops_seen += self.flops_counter(batch)
+            self._local[2] += self.flops_counter(batch)
         return batch
+
+    def _totals(self) -> torch.Tensor:
+        """(tokens, images, FLOPs) consumed so far by every rank. A collective under DDP: every rank calls it
+        (Lightning dumps checkpoints on all ranks and runs on_train_end on all ranks)."""
+        local = self._local
+        if self.trainer.world_size > 1:
+            # a copy: all_reduce works in place, and on a CPU .to() would hand over _local itself
+            local = self.trainer.strategy.reduce(local.to(self.device, copy=True), reduce_op="sum").cpu()
+        return self._restored + local
+
+    def on_train_end(self):
+        tokens, images, flops = self._totals().tolist()
+        self.tokens_seen, self.images_seen, self.flops_seen = int(tokens), int(images), float(flops)
 
     def training_step(self, batch, batch_idx):
         # the LM head only where a label is predicted: same loss, less compute and memory
@@ -107,17 +123,20 @@ class VLMModule(L.LightningModule):
         checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in keep}
         checkpoint["ablate_rng"] = {"torch": torch.get_rng_state(),
                                     "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
-        checkpoint["ablate_tokens_seen"] = self.tokens_seen
-        checkpoint["ablate_images_seen"] = self.images_seen
-        checkpoint["ablate_flops_seen"] = self.flops_seen
+        tokens, images, flops = self._totals().tolist()
+        checkpoint["ablate_tokens_seen"], checkpoint["ablate_images_seen"] = int(tokens), int(images)
+        checkpoint["ablate_flops_seen"] = float(flops)
 
     def on_load_checkpoint(self, checkpoint):
         # The RNG state is applied just before the first resumed batch, not here: creating the DataLoader
         # iterator after this hook draws from the global RNG, which the uninterrupted run did at step 0.
         self._resume_rng = checkpoint.get("ablate_rng")
-        self.tokens_seen = checkpoint.get("ablate_tokens_seen", 0)
-        self.images_seen = checkpoint.get("ablate_images_seen", 0)
-        self.flops_seen = checkpoint.get("ablate_flops_seen", 0.0)
+        self._restored = torch.tensor([checkpoint.get("ablate_tokens_seen", 0), checkpoint.get("ablate_images_seen", 0),
+                                       checkpoint.get("ablate_flops_seen", 0.0)], dtype=torch.float64)
+        self._local.zero_()
+        # what the stage reports if fit has nothing left to train (on_train_end then does not run)
+        self.tokens_seen, self.images_seen = int(self._restored[0]), int(self._restored[1])
+        self.flops_seen = float(self._restored[2])
 
     def on_train_batch_start(self, batch, batch_idx):
         rng, self._resume_rng = getattr(self, "_resume_rng", None), None
