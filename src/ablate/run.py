@@ -154,7 +154,7 @@ def _compute(cfg: DictConfig, cdir: Path, row: dict) -> None:
     # ---- evaluation (rank 0 only) ------------------------------------------------------------------------
     # Training is saved: from here a SLURM warning requeues at once (benchmark results are cached).
     preempt.hand_on(after="training saved")
-    preempt.release()
+    preempt.release(during="evaluation")
     t0 = time.perf_counter()
     metrics, per_question = evaluate_cell(vlm, tokenizer, cfg, cdir, data)
     compute["wall_s"]["eval"] = time.perf_counter() - t0

@@ -6,7 +6,7 @@ While a cell trains, ablate's handler stands in front of it: it only notes the s
 step `CheckpointOnSignal` saves `last.ckpt` (atomically, as every Lightning checkpoint) and hands the signal
 to submitit's handler; between stages the runner hands it on once the finished stage is written
 (`hand_on`). Before evaluation the runner puts submitit's handler back (`release`), so a signal there
-requeues at once (evaluation results are cached per benchmark). Where no handler was installed before
+requeues at once, after one log line (evaluation results are cached per benchmark). Where no handler was installed before
 (outside submitit), USR2 keeps its default meaning and nothing here is active.
 """
 from __future__ import annotations
@@ -60,13 +60,22 @@ def hand_on(after: str | None = None) -> None:
         previous(signum, frame)
 
 
-def release():
-    """Put the original handler back (a pending signal is handed on first by hand_on); return it."""
+def release(during: str | None = None):
+    """Put the original handler back (a pending signal is handed on first by hand_on); return it. With
+    `during` (what runs from now on), a later signal is logged before that handler requeues, so every requeue
+    leaves a line in the job's log."""
     global _previous
     previous, _previous = _previous, None
     if previous is not None:
-        signal.signal(SIGNUM, previous)
+        signal.signal(SIGNUM, _logged(previous, during) if during else previous)
     return previous
+
+
+def _logged(handler, during: str):
+    def requeue_now(signum, frame) -> None:
+        log.warning("signal %s during %s: requeueing now (finished work is saved or cached)", signum, during)
+        handler(signum, frame)
+    return requeue_now
 
 
 class CheckpointOnSignal(Callback):
