@@ -6,7 +6,7 @@ import pytest
 from ablate import report
 from ablate.results import compute, figures, paper
 from ablate.results.table import collect, load_table
-from rowfactory import write_arms, write_row
+from rowfactory import binary_scores, write_arms, write_row
 
 
 def test_freeze_figure_plots_the_row_means_and_marks_the_real_difference(tmp_path):
@@ -161,3 +161,20 @@ def test_report_with_only_failed_rows_still_writes_and_exits_zero(tmp_path, caps
     assert report.main(["--root", str(tmp_path)]) == 0
     md = (tmp_path / "report" / "report.md").read_text()
     assert "RuntimeError: boom" in md and "not drawn" in md and "no eval/ metric" in md
+
+
+def test_image_blind_score_is_drawn_as_a_reference_line(tmp_path):
+    # the synthetic held-out set reports blind_accuracy beside accuracy: the figure draws it as a dashed line
+    for res, acc in ((224, 0.52), (336, 0.56), (448, 0.61)):
+        s = binary_scores(400, acc, seed=res)
+        write_row(tmp_path, {"resolution": res}, {"eval/synth_qa/accuracy": float(s.mean()),
+                                                  "eval/synth_qa/blind_accuracy": 0.382}, {"synth_qa": s})
+    r = figures.fig4_resolution(load_table(tmp_path), tmp_path / "out")
+    assert r.drawn and r.metrics == ["eval/synth_qa/accuracy"]     # the blind score is a reference, not a bar
+    assert r.references == {"eval/synth_qa/accuracy": pytest.approx(0.382)}
+    assert "image-blind score" in r.files["svg"].read_text()
+    # a figure whose benchmarks report no blind score has no line
+    write_arms(tmp_path / "other", "freeze", {"frozen_both": 0.4, "train_both": 0.6}, seeds=(0,))
+    other = figures.fig5_freeze(load_table(tmp_path / "other"), tmp_path / "out2")
+    assert other.drawn and other.references == {}
+    assert "image-blind score" not in other.files["svg"].read_text()

@@ -71,6 +71,7 @@ class FigureResult:
     files: dict = field(default_factory=dict)              # {"png": Path, "svg": Path}
     marks: list = field(default_factory=list)              # (arm, metric) pairs drawn with a '*'
     units: dict = field(default_factory=dict)              # metric -> units.PERCENT | FRACTION | RAW
+    references: dict = field(default_factory=dict)         # metric -> what an image-blind answerer scores
 
 
 
@@ -139,6 +140,7 @@ def axis_figure(table: pd.DataFrame, spec: FigureSpec, out_dir=None, baseline=No
         return res
     res.data, res.notes = compare.summarize(sel.table, spec.axis, sel.arms, base, res.metrics, alpha, n_boot, test)
     res.units = units.metric_units(sel.table[sel.table["metric"].isin(res.metrics)])
+    res.references = _blind_references(sel.table, res.metrics, res.notes)
     for m in res.metrics:
         lacking = [str(a) for a in sel.arms if not ((res.data.arm.astype(str) == str(a)) & (res.data.metric == m)).any()]
         if lacking:
@@ -147,6 +149,25 @@ def axis_figure(table: pd.DataFrame, spec: FigureSpec, out_dir=None, baseline=No
     if out_dir is not None:
         res.files = draw(res, Path(out_dir))
     return res
+
+
+def _blind_references(table: pd.DataFrame, metrics: list[str], notes: list[str]) -> dict:
+    """metric -> the score of answering without the image, where the benchmark reports one next to it
+    (`eval/<bench>/blind_<leaf>` beside `eval/<bench>/<leaf>`: the synthetic held-out set's per-type most
+    frequent answer). Bars near that line do not use the image."""
+    out = {}
+    for m in metrics:
+        parts = m.split("/", 2)
+        if len(parts) < 3:
+            continue
+        vals = table.loc[table["metric"] == f"{parts[0]}/{parts[1]}/blind_{parts[2]}", "value"].dropna()
+        if vals.empty:
+            continue
+        out[m] = float(vals.mean())
+        if vals.max() - vals.min() > 1e-9:
+            notes.append(f"{m}: the image-blind score differs across cells ({vals.min():g} to {vals.max():g}: "
+                         "different evaluation sets?); the line is drawn at their mean")
+    return out
 
 
 def _panels(data: pd.DataFrame, metrics: list[str], unit_of: dict) -> list[tuple[str, list[str]]]:
@@ -195,6 +216,14 @@ def draw(res: FigureResult, out_dir: Path) -> dict:
                 if pd.notna(sig) and bool(sig):
                     ax.text(x, peak, "*", ha="center", va="bottom", fontsize=12, fontweight="bold")
                     res.marks.append((arm, m))
+        for j, m in enumerate(ms):
+            if m in res.references:
+                ref = res.references[m]
+                h = ax.hlines(ref, j - 0.45, j + 0.45, colors="0.2", linestyles="--", linewidth=1.3, zorder=3,
+                              label="image-blind score")
+                top = max(top, ref)
+                if not any(x.get_label() == h.get_label() for x in handles):
+                    handles.append(h)
         ax.set_xticks(range(len(ms)))
         ax.set_xticklabels([metric_label(m) for m in ms], rotation=30 if len(ms) > 6 else 0,
                            ha="right" if len(ms) > 6 else "center", fontsize=9)
@@ -205,9 +234,11 @@ def draw(res: FigureResult, out_dir: Path) -> dict:
         ax.set_axisbelow(True)
         ax.spines[["top", "right"]].set_visible(False)
     # legend outside the axes, below them: it never covers a bar and never collides with the title
-    fig.legend(handles=handles, loc="outside lower center", ncol=min(n_arms, 4), fontsize=9, frameon=False)
+    fig.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 4), fontsize=9, frameon=False)
     # title block: what is compared, what is held fixed, how to read marks (the legend sits below the axes)
     caption = ["95% CI whiskers", "* = differs from baseline (Holm-adjusted p < 0.05)"]
+    if res.references:
+        caption.append("dashed line = image-blind score (each question type's most frequent answer)")
     if res.data["ci_low"].isna().any():
         caption.append("no whisker = no CI (one seed, metric not a per-question mean)")
     absent = [m.split(":")[0] for m in res.missing if m.endswith("no complete cells")]
