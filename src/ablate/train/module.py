@@ -47,7 +47,8 @@ class VLMModule(L.LightningModule):
         # and when training ends, on top of the totals a resumed run restores (`_restored`).
         self._restored = torch.zeros(3, dtype=torch.float64)
         self._local = torch.zeros(3, dtype=torch.float64)
-        self.tokens_seen, self.images_seen, self.flops_seen = 0, 0, 0.0   # the totals, set at the end of training
+        # what the stage reports: the totals when training ends (the restored ones if nothing was left to train)
+        self._reported = torch.zeros(3, dtype=torch.float64)
         # Frozen weights are not in the checkpoint (see on_save_checkpoint), so loading must not be strict.
         self.strict_loading = False
 
@@ -88,8 +89,19 @@ class VLMModule(L.LightningModule):
         return self._restored + local
 
     def on_train_end(self):
-        tokens, images, flops = self._totals().tolist()
-        self.tokens_seen, self.images_seen, self.flops_seen = int(tokens), int(images), float(flops)
+        self._reported = self._totals()
+
+    @property
+    def tokens_seen(self) -> int:
+        return int(self._reported[0])
+
+    @property
+    def images_seen(self) -> int:
+        return int(self._reported[1])
+
+    @property
+    def flops_seen(self) -> float:
+        return float(self._reported[2])
 
     def training_step(self, batch, batch_idx):
         # the LM head only where a label is predicted: same loss, less compute and memory
@@ -134,9 +146,7 @@ class VLMModule(L.LightningModule):
         self._restored = torch.tensor([checkpoint.get("ablate_tokens_seen", 0), checkpoint.get("ablate_images_seen", 0),
                                        checkpoint.get("ablate_flops_seen", 0.0)], dtype=torch.float64)
         self._local.zero_()
-        # what the stage reports if fit has nothing left to train (on_train_end then does not run)
-        self.tokens_seen, self.images_seen = int(self._restored[0]), int(self._restored[1])
-        self.flops_seen = float(self._restored[2])
+        self._reported = self._restored.clone()     # on_train_end does not run if nothing is left to train
 
     def on_train_batch_start(self, batch, batch_idx):
         rng, self._resume_rng = getattr(self, "_resume_rng", None), None
